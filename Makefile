@@ -1,0 +1,36 @@
+# The two commands README promises: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL := 3
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+$(VENV)/.installed: setup.py $(BIN)/activate
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.py $(BIN)/activate
+	$(BIN)/pip install -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m ct5x.demo --workdir demo_output
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check ct5x tasks tests benchmarks
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,164 @@
+"""The `ct5x` command: convert, predict, score, tasks, folds, metrics.
+
+Each subcommand is a small function; heavy imports happen inside them so `ct5x --help` is fast.
+Bad input raises `UserInputError`, printed as one line with exit code 2 (a traceback only with
+--verbose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from ct5x.errors import UserInputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _load_model(checkpoint_dir: str):
+    """Checkpoint directory -> (model, params on device, vocabulary)."""
+    import jax
+
+    from ct5x.checkpoints import load_checkpoint
+    from ct5x.models import EncoderDecoderModel
+    from ct5x.vocabulary import load_vocabulary
+
+    checkpoint = load_checkpoint(checkpoint_dir)
+    vocabulary = load_vocabulary(checkpoint)
+    model = EncoderDecoderModel(checkpoint.config.replace(dropout_rate=0.0))
+    return model, jax.device_put(checkpoint.params), vocabulary
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from ct5x.checkpoints import convert_checkpoint
+
+    convert_checkpoint(args.src, args.dst, to=args.to)
+    print(f"wrote {args.to} checkpoint to {args.dst}")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from ct5x.inference import predict_file
+    from ct5x.models import DecodingOptions
+
+    options = DecodingOptions(
+        num_beams=args.beams,
+        max_decode_length=args.max_decode_length,
+        length_penalty_style=args.length_penalty_style,
+        alpha=args.alpha,
+    )
+    model, params, vocabulary = _load_model(args.checkpoint)
+    count = predict_file(
+        model, params, vocabulary, args.input, args.output, options,
+        batch_size=args.batch_size, max_input_length=args.max_input_length,
+    )
+    print(f"wrote {count} predictions to {args.output}")
+    return 0
+
+
+def score_command(args: argparse.Namespace) -> int:
+    from ct5x.inference import score_file
+
+    model, params, vocabulary = _load_model(args.checkpoint)
+    count = score_file(
+        model, params, vocabulary, args.input, args.output,
+        batch_size=args.batch_size, max_input_length=args.max_input_length,
+    )
+    print(f"wrote {count} scores to {args.output}")
+    return 0
+
+
+def tasks_command(args: argparse.Namespace) -> int:
+    from ct5x_tasks import task_names
+
+    for name in task_names():
+        print(name)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _add_model_io(parser: argparse.ArgumentParser, needs: str) -> None:
+    parser.add_argument("--checkpoint", required=True, help="HF directory or T5X checkpoint")
+    parser.add_argument("--input", required=True, help=f"JSONL with {needs}")
+    parser.add_argument("--output", required=True, help="JSONL to write")
+    parser.add_argument("--batch-size", type=_positive_int, default=8)
+    parser.add_argument(
+        "--max-input-length", type=_positive_int, default=None,
+        help="truncate longer inputs (counted and reported); default: the longest input",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ct5x_tasks.folds import add_folds_arguments, folds_command
+    from ct5x_tasks.metrics import add_metrics_arguments, metrics_command
+
+    parser = argparse.ArgumentParser(prog="ct5x", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="convert a checkpoint between HF and T5X")
+    convert.add_argument("src")
+    convert.add_argument("dst")
+    convert.add_argument("--to", choices=("hf", "t5x"), required=True)
+    convert.set_defaults(run=convert_command)
+
+    predict = commands.add_parser("predict", help="decode each input line")
+    _add_model_io(predict, '"inputs"')
+    predict.add_argument("--beams", type=_positive_int, default=1)
+    predict.add_argument("--max-decode-length", type=_positive_int, default=64)
+    predict.add_argument("--length-penalty-style", choices=("hf", "t5x"), default="hf")
+    predict.add_argument(
+        "--alpha", type=float, default=None,
+        help="length penalty: HF's exponent (default 1.0) or T5X's alpha (default 0.6)",
+    )
+    predict.set_defaults(run=predict_command)
+
+    score = commands.add_parser("score", help="log-likelihood of each target given its input")
+    _add_model_io(score, '"inputs" and "targets"')
+    score.set_defaults(run=score_command)
+
+    tasks = commands.add_parser("tasks", help="list every registered task and mixture")
+    tasks.set_defaults(run=tasks_command)
+
+    folds = commands.add_parser("folds", help="write a task's cross-validation folds.json")
+    add_folds_arguments(folds)
+    folds.set_defaults(run=folds_command)
+
+    metrics = commands.add_parser("metrics", help="score predictions with a task's metrics")
+    add_metrics_arguments(metrics)
+    metrics.set_defaults(run=metrics_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except UserInputError as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"ct5x {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

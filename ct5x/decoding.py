@@ -1,0 +1,289 @@
+"""Greedy and beam search over a key/value-cached decoder, each a single `lax.while_loop`.
+
+The search functions are pure and traceable; the caller jits them (the model wrapper jits its
+predict step), so that one decode is one XLA program whatever its length. `batch_size`,
+`num_beams` and `max_decode_length` must be static (Python ints) under that jit.
+
+Beam search offers two scoring conventions so that results can match either stack:
+
+- "hf": what transformers 5.24 `generate(num_beams=K, max_new_tokens=N)` does with its defaults
+  (`length_penalty=1.0`, `early_stopping=False`). A hypothesis ends when it emits EOS or reaches
+  N tokens; its score is its summed log-probability divided by (generated length, EOS included)
+  ** alpha. Only the best K of the 2K candidates of a step may end there. An example stops once
+  its best live beam, scored as if it ended now, cannot beat its worst kept hypothesis.
+  transformers runs greedy search for num_beams=1, and so does this style.
+- "t5x": what T5X's `decoding.beam_search` does. Only EOS ends a hypothesis; its score is the
+  log-probability divided by ((5 + length) / 6) ** alpha. Any of the 2K candidates may end. An
+  example stops once its worst kept hypothesis beats its best live log-probability divided by
+  the penalty at max_decode_length + 1 (T5X's bound). If no hypothesis ended, the best live
+  sequence is returned with its raw log-probability.
+
+Both run each example as if it were decoded alone: once an example has stopped its kept
+hypotheses are frozen, so outputs do not depend on the batch they were decoded in.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ct5x.errors import UserInputError
+
+PyTree = Any
+# (last_tokens [N] int32, step scalar int32 (0 = decoder-start position), cache)
+#   -> (logits [N, V], new cache); every cache leaf of rank >= 1 has a leading N axis.
+TokensToLogits = Callable[[jax.Array, jax.Array, PyTree], tuple[jax.Array, PyTree]]
+
+# Large finite negative score for masked candidates; finite so that sums never make NaN.
+NEG_INF = np.float32(-1.0e9)
+LENGTH_PENALTY_STYLES = ("hf", "t5x")
+DEFAULT_ALPHA = {"hf": 1.0, "t5x": 0.6}
+
+
+def expand_to_beams(tree: PyTree, num_beams: int) -> PyTree:
+    """Repeat every leaf's leading axis: row b -> rows b*K .. b*K+K-1 (scalars are left alone)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.repeat(x, num_beams, axis=0) if jnp.ndim(x) else x, tree
+    )
+
+
+def _gather_rows(tree: PyTree, rows: jax.Array) -> PyTree:
+    """Reorder every leaf of rank >= 1 along its leading axis by `rows` [N]."""
+    return jax.tree_util.tree_map(lambda x: jnp.take(x, rows, axis=0) if jnp.ndim(x) else x, tree)
+
+
+def _check_lengths(batch_size: int, max_decode_length: int, num_beams: int = 1) -> None:
+    for name, value in (("batch_size", batch_size), ("max_decode_length", max_decode_length),
+                        ("num_beams", num_beams)):
+        if not isinstance(value, int) or value < 1:
+            raise UserInputError(f"decoding setting {name} must be a positive integer, got {value!r}")
+
+
+class _GreedyState(NamedTuple):
+    step: jax.Array  # scalar int32: how many tokens have been generated
+    last_tokens: jax.Array  # [batch] int32: token fed to the decoder at this step
+    sequences: jax.Array  # [batch, max_decode_length] int32
+    log_probs: jax.Array  # [batch] float32: summed log-probability up to and including EOS
+    lengths: jax.Array  # [batch] int32: generated tokens up to and including EOS
+    done: jax.Array  # [batch] bool: emitted EOS already
+    cache: PyTree
+
+
+def _greedy(
+    tokens_to_logits: TokensToLogits,
+    initial_cache: PyTree,
+    batch_size: int,
+    max_decode_length: int,
+    decoder_start_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> _GreedyState:
+    """Arg-max loop that also tracks each row's log-probability and length."""
+
+    def not_finished(state: _GreedyState) -> jax.Array:
+        return (state.step < max_decode_length) & ~jnp.all(state.done)
+
+    def decode_one(state: _GreedyState) -> _GreedyState:
+        logits, cache = tokens_to_logits(state.last_tokens, state.step, state.cache)
+        logits = logits.astype(jnp.float32)  # [batch, vocab]
+        tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [batch]
+        token_log_probs = jnp.take_along_axis(
+            jax.nn.log_softmax(logits, axis=-1), tokens[:, None], axis=-1
+        )[:, 0]
+        live = ~state.done
+        tokens = jnp.where(live, tokens, jnp.int32(pad_id))
+        return _GreedyState(
+            step=state.step + 1,
+            last_tokens=tokens,
+            sequences=state.sequences.at[:, state.step].set(tokens),
+            log_probs=state.log_probs + jnp.where(live, token_log_probs, 0.0),
+            lengths=state.lengths + live.astype(jnp.int32),
+            done=state.done | (tokens == eos_id),
+            cache=cache,
+        )
+
+    start = _GreedyState(
+        step=jnp.int32(0),
+        last_tokens=jnp.full((batch_size,), decoder_start_id, jnp.int32),
+        sequences=jnp.full((batch_size, max_decode_length), pad_id, jnp.int32),
+        log_probs=jnp.zeros((batch_size,), jnp.float32),
+        lengths=jnp.zeros((batch_size,), jnp.int32),
+        done=jnp.zeros((batch_size,), bool),
+        cache=initial_cache,
+    )
+    return jax.lax.while_loop(not_finished, decode_one, start)
+
+
+def greedy_search(
+    tokens_to_logits: TokensToLogits,
+    initial_cache: PyTree,
+    *,
+    batch_size: int,
+    max_decode_length: int,
+    decoder_start_id: int,
+    eos_id: int,
+    pad_id: int = 0,
+) -> jax.Array:
+    """Arg-max decoding; returns [batch, max_decode_length] tokens, pad_id after EOS.
+
+    Same as transformers `generate(num_beams=1, do_sample=False)` and T5X greedy (top-k 1):
+    the loop ends when every row has emitted EOS or max_decode_length tokens exist.
+    """
+    _check_lengths(batch_size, max_decode_length)
+    return _greedy(
+        tokens_to_logits, initial_cache, batch_size, max_decode_length, decoder_start_id,
+        eos_id, pad_id,
+    ).sequences
+
+
+class _BeamState(NamedTuple):
+    step: jax.Array  # scalar int32: how many tokens the live beams hold
+    live_tokens: jax.Array  # [batch * beams] int32: token each live beam feeds next
+    live_seqs: jax.Array  # [batch, beams, length] int32, best beam first
+    live_scores: jax.Array  # [batch, beams] float32 summed log-probabilities
+    kept_seqs: jax.Array  # [batch, beams, length] int32: best ended hypotheses, best first
+    kept_scores: jax.Array  # [batch, beams] float32 length-penalised scores
+    kept_flags: jax.Array  # [batch, beams] bool: slot holds a real ended hypothesis
+    searching: jax.Array  # [batch] bool: the example can still improve its kept set
+    cache: PyTree  # leaves [batch * beams, ...]
+
+
+def _penalty_table(style: str, alpha: float, max_decode_length: int) -> np.ndarray:
+    """[max_decode_length + 2] float32 divisor for a hypothesis of each generated length."""
+    lengths = np.arange(max_decode_length + 2, dtype=np.float64)
+    if style == "hf":
+        return (lengths**alpha).astype(np.float32)
+    return (((5.0 + lengths) / 6.0) ** alpha).astype(np.float32)
+
+
+def beam_search(
+    tokens_to_logits: TokensToLogits,
+    initial_cache: PyTree,
+    *,
+    batch_size: int,
+    num_beams: int,
+    max_decode_length: int,
+    decoder_start_id: int,
+    eos_id: int,
+    pad_id: int = 0,
+    length_penalty_style: str = "hf",
+    alpha: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Beam search; returns the best sequence [batch, max_decode_length] (pad_id after EOS) and
+    its score [batch].
+
+    `initial_cache` leaves have leading axis `batch_size`; they are expanded to
+    batch_size * num_beams rows here and reordered along axis 0 as beams move. `tokens_to_logits`
+    sees those N rows (row b*K + k is beam k of example b). `alpha` is Hugging Face's
+    length_penalty exponent for style "hf" (default 1.0) and T5X's brevity alpha for "t5x"
+    (default 0.6). The vocabulary must hold at least 2 * num_beams tokens.
+    """
+    _check_lengths(batch_size, max_decode_length, num_beams)
+    if length_penalty_style not in LENGTH_PENALTY_STYLES:
+        raise UserInputError(
+            f"decoding setting length_penalty_style must be one of {LENGTH_PENALTY_STYLES}, "
+            f"got {length_penalty_style!r}"
+        )
+    hf_style = length_penalty_style == "hf"
+    alpha = DEFAULT_ALPHA[length_penalty_style] if alpha is None else float(alpha)
+    penalty = jnp.asarray(_penalty_table(length_penalty_style, alpha, max_decode_length))
+    if hf_style and num_beams == 1:
+        # transformers runs greedy search for num_beams=1; score it as a finished beam would be.
+        final = _greedy(
+            tokens_to_logits, initial_cache, batch_size, max_decode_length, decoder_start_id,
+            eos_id, pad_id,
+        )
+        return final.sequences, final.log_probs / penalty[final.lengths]
+    # T5X bounds what a live beam can still reach by the penalty one past the last length.
+    t5x_bound = penalty[max_decode_length + 1]
+    num_candidates = 2 * num_beams  # enough that K non-EOS beams always survive a step
+    beam_offsets = (jnp.arange(batch_size, dtype=jnp.int32) * num_beams)[:, None]  # [batch, 1]
+
+    def keep_searching(state: _BeamState) -> jax.Array:
+        return (state.step < max_decode_length) & jnp.any(state.searching)
+
+    def extend_beams(state: _BeamState) -> _BeamState:
+        step = state.step
+        logits, cache = tokens_to_logits(state.live_tokens, step, state.cache)  # [N, V]
+        vocab_size = logits.shape[-1]
+        if vocab_size < num_candidates:
+            raise UserInputError(
+                f"decoding setting num_beams={num_beams} needs a vocabulary of at least "
+                f"{num_candidates} tokens, the model has {vocab_size}"
+            )
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        log_probs = log_probs.reshape(batch_size, num_beams, vocab_size)
+        totals = (log_probs + state.live_scores[:, :, None]).reshape(batch_size, -1)
+
+        # The 2K best continuations over all beams: [batch, 2K], best first.
+        cand_scores, cand_index = jax.lax.top_k(totals, num_candidates)
+        cand_beam = cand_index // vocab_size
+        cand_token = (cand_index % vocab_size).astype(jnp.int32)
+        cand_seqs = jnp.take_along_axis(state.live_seqs, cand_beam[:, :, None], axis=1)
+        cand_seqs = cand_seqs.at[:, :, step].set(cand_token)  # [batch, 2K, length]
+        cand_eos = cand_token == eos_id
+
+        # Live set: the K best candidates that did not emit EOS.
+        live_pick_scores, live_pick = jax.lax.top_k(
+            jnp.where(cand_eos, cand_scores + NEG_INF, cand_scores), num_beams
+        )
+        live_seqs = jnp.take_along_axis(cand_seqs, live_pick[:, :, None], axis=1)
+        live_tokens = jnp.take_along_axis(cand_token, live_pick, axis=1).reshape(-1)
+        source_rows = (jnp.take_along_axis(cand_beam, live_pick, axis=1) + beam_offsets)
+        cache = _gather_rows(cache, source_rows.reshape(-1).astype(jnp.int32))
+
+        # Kept set: merge candidates that end here into the K best ended hypotheses.
+        if hf_style:
+            in_top_k = jnp.arange(num_candidates) < num_beams
+            ends = (cand_eos | (step == max_decode_length - 1)) & in_top_k[None, :]
+        else:
+            ends = cand_eos
+        ends = ends & state.searching[:, None]
+        ended_scores = jnp.where(ends, cand_scores / penalty[step + 1], NEG_INF)
+        merged_scores = jnp.concatenate([state.kept_scores, ended_scores], axis=1)
+        kept_scores, kept_pick = jax.lax.top_k(merged_scores, num_beams)
+        kept_seqs = jnp.take_along_axis(
+            jnp.concatenate([state.kept_seqs, cand_seqs], axis=1), kept_pick[:, :, None], axis=1
+        )
+        kept_flags = jnp.take_along_axis(
+            jnp.concatenate([state.kept_flags, ends], axis=1), kept_pick, axis=1
+        )
+
+        # Can a live beam still beat the worst kept hypothesis?
+        best_live = live_pick_scores[:, 0] / (penalty[step + 1] if hf_style else t5x_bound)
+        worst_kept = jnp.min(kept_scores, axis=1)
+        settled = jnp.all(kept_flags, axis=1) & (
+            (best_live <= worst_kept) if hf_style else (worst_kept > best_live)
+        )
+        return _BeamState(
+            step=step + 1,
+            live_tokens=live_tokens,
+            live_seqs=live_seqs,
+            live_scores=live_pick_scores,
+            kept_seqs=kept_seqs,
+            kept_scores=kept_scores,
+            kept_flags=kept_flags,
+            searching=state.searching & ~settled,
+            cache=cache,
+        )
+
+    first_beam_only = jnp.where(jnp.arange(num_beams) == 0, 0.0, NEG_INF).astype(jnp.float32)
+    start = _BeamState(
+        step=jnp.int32(0),
+        live_tokens=jnp.full((batch_size * num_beams,), decoder_start_id, jnp.int32),
+        live_seqs=jnp.full((batch_size, num_beams, max_decode_length), pad_id, jnp.int32),
+        live_scores=jnp.tile(first_beam_only, (batch_size, 1)),
+        kept_seqs=jnp.full((batch_size, num_beams, max_decode_length), pad_id, jnp.int32),
+        kept_scores=jnp.full((batch_size, num_beams), NEG_INF, jnp.float32),
+        kept_flags=jnp.zeros((batch_size, num_beams), bool),
+        searching=jnp.ones((batch_size,), bool),
+        cache=expand_to_beams(initial_cache, num_beams),
+    )
+    final = jax.lax.while_loop(keep_searching, extend_beams, start)
+    # Style "hf" always ends hypotheses at the last step; "t5x" falls back to the best live beam.
+    has_ended = final.kept_flags[:, 0]
+    best_seqs = jnp.where(has_ended[:, None], final.kept_seqs[:, 0], final.live_seqs[:, 0])
+    best_scores = jnp.where(has_ended, final.kept_scores[:, 0], final.live_scores[:, 0])
+    return best_seqs, best_scores

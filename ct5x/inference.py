@@ -1,0 +1,156 @@
+"""`predict` and `score` over JSONL files: read, tokenize, batch at fixed shapes, write atomically.
+
+Every batch is padded to the same [batch_size, length] shape (dummy all-padding rows fill the last
+one), so the whole file compiles once and an example's result does not depend on its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ct5x.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+
+def read_jsonl(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, Any]]:
+    """Objects of a JSONL file; a bad line stops with file:line (the line's text is never shown)."""
+    records = []
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as error:
+        raise UserInputError(f"{path}: cannot read ({error.strerror})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserInputError(f"{path}:{number}: not a JSON object") from None
+            if not isinstance(record, dict):
+                raise UserInputError(f"{path}:{number}: not a JSON object")
+            for field in required:
+                if not isinstance(record.get(field), str):
+                    raise UserInputError(f"{path}:{number}: missing string field {field!r}")
+            records.append(record)
+    return records
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
+    """Writes next to `path` and renames, so a failure never leaves a half-written file."""
+    path = pathlib.Path(path)
+    if not path.parent.is_dir():
+        raise UserInputError(f"{path}: folder {path.parent} does not exist")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def tokenize(vocabulary, texts: Sequence[str], eos_id: int) -> list[list[int]]:
+    """T5 tokenization: the checkpoint's SentencePiece ids with EOS appended."""
+    return [list(vocabulary.encode(text)) + [eos_id] for text in texts]
+
+
+def pad_rows(rows: Sequence[Sequence[int]], length: int, count: int) -> np.ndarray:
+    """[count, length] int32, right-padded with 0; rows past len(rows) are all padding."""
+    out = np.zeros((count, length), np.int32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def batches(count: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, count, batch_size):
+        yield slice(start, min(start + batch_size, count))
+
+
+def truncate(token_rows: list[list[int]], max_length: int | None, what: str) -> int:
+    """Cuts rows longer than `max_length` (keeping EOS last); returns the longest length left."""
+    if max_length is None:
+        return max((len(row) for row in token_rows), default=1)
+    cut = 0
+    for i, row in enumerate(token_rows):
+        if len(row) > max_length:
+            token_rows[i] = row[: max_length - 1] + row[-1:]
+            cut += 1
+    if cut:
+        log.warning("%d of %d %s were longer than %d tokens and were truncated",
+                    cut, len(token_rows), what, max_length)
+    return max_length
+
+
+def round_up(length: int, multiple: int = 8) -> int:
+    return -(-length // multiple) * multiple
+
+
+def predict_file(
+    model,
+    params,
+    vocabulary,
+    input_path: str,
+    output_path: str,
+    options,
+    batch_size: int = 8,
+    max_input_length: int | None = None,
+) -> int:
+    """Writes each input object plus "prediction"; returns the number of examples."""
+    records = read_jsonl(input_path, ["inputs"])
+    config = model.config
+    inputs = tokenize(vocabulary, [r["inputs"] for r in records], config.eos_id)
+    length = round_up(truncate(inputs, max_input_length, "inputs"))
+    outputs = []
+    for part in batches(len(records), batch_size):
+        encoder_tokens = pad_rows(inputs[part], length, batch_size)
+        decoded = np.asarray(
+            model.predict_batch(params, {"encoder_input_tokens": encoder_tokens}, options)
+        )
+        for record, ids in zip(records[part], decoded):
+            outputs.append({**record, "prediction": vocabulary.decode(ids.tolist())})
+    write_jsonl_atomic(output_path, outputs)
+    return len(records)
+
+
+def score_file(
+    model,
+    params,
+    vocabulary,
+    input_path: str,
+    output_path: str,
+    batch_size: int = 8,
+    max_input_length: int | None = None,
+) -> int:
+    """Writes each input object plus "log_likelihood" of its targets (EOS included)."""
+    records = read_jsonl(input_path, ["inputs", "targets"])
+    config = model.config
+    inputs = tokenize(vocabulary, [r["inputs"] for r in records], config.eos_id)
+    targets = tokenize(vocabulary, [r["targets"] for r in records], config.eos_id)
+    input_length = round_up(truncate(inputs, max_input_length, "inputs"))
+    target_length = round_up(truncate(targets, None, "targets"))
+    decoder_inputs = [[config.decoder_start_id] + row[:-1] for row in targets]
+    outputs = []
+    for part in batches(len(records), batch_size):
+        batch = {
+            "encoder_input_tokens": pad_rows(inputs[part], input_length, batch_size),
+            "decoder_input_tokens": pad_rows(decoder_inputs[part], target_length, batch_size),
+            "decoder_target_tokens": pad_rows(targets[part], target_length, batch_size),
+        }
+        batch["decoder_loss_weights"] = (batch["decoder_target_tokens"] > 0).astype(np.float32)
+        scores = np.asarray(model.score_batch(params, batch))
+        for record, score in zip(records[part], scores):
+            outputs.append({**record, "log_likelihood": float(score)})
+    write_jsonl_atomic(output_path, outputs)
+    return len(records)

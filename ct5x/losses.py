@@ -1,0 +1,80 @@
+"""Cross-entropy with T5X's z-loss and its loss-normalizing-factor choices, as pure functions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# T5X's names for how the summed token loss is divided before the gradient step.
+LOSS_NORMALIZING_FACTORS = (
+    "NONE",  # T5X's default: the plain sum over weighted tokens
+    "NUM_REAL_TARGET_TOKENS",  # per-token mean: what the paper's Hugging Face runs optimised
+    "NUM_TOTAL_TARGET_TOKENS",  # divide by batch * target_length, padding included
+    "AVERAGE_PER_SEQUENCE",  # mean over sequences of each sequence's per-token mean
+)
+
+
+def cross_entropy_with_z_loss(
+    logits: jax.Array, targets: jax.Array, z_loss: float = 1e-4, label_smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
+    """Per-token loss and its z-loss part, both [batch, length], from float32 logits.
+
+    z-loss (Mesh TensorFlow / T5X) adds z_loss * logsumexp(logits)^2 to keep the softmax
+    normaliser near one. With label smoothing the loss is shifted by the entropy of the smoothed
+    target so that a perfect prediction still scores zero, as T5X does.
+    """
+    vocab_size = logits.shape[-1]
+    logits = logits.astype(jnp.float32)
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    confidence = 1.0 - label_smoothing
+    low = label_smoothing / (vocab_size - 1)
+    soft_targets = jax.nn.one_hot(targets, vocab_size) * (confidence - low) + low
+    # [batch, length]: -sum_v q_v log p_v with log p = logits - log_z
+    token_loss = log_z - jnp.sum(soft_targets * logits, axis=-1)
+    if label_smoothing > 0:
+        entropy = -(confidence * jnp.log(confidence) + (vocab_size - 1) * low * jnp.log(low + 1e-20))
+        token_loss = token_loss - entropy
+    z_term = z_loss * jnp.square(log_z)
+    return token_loss + z_term, z_term
+
+
+def token_log_likelihood(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """log p(target token) for each position, [batch, length]."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
+def weighted_loss(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    z_loss: float = 1e-4,
+    label_smoothing: float = 0.0,
+    loss_normalizing_factor: str | float = "NONE",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Scalar training loss and its parts; `weights` [batch, length] is 0 on padding."""
+    token_loss, z_term = cross_entropy_with_z_loss(logits, targets, z_loss, label_smoothing)
+    weights = weights.astype(jnp.float32)
+    if loss_normalizing_factor == "AVERAGE_PER_SEQUENCE":
+        per_sequence = jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), 1.0)
+        weights = weights / per_sequence / targets.shape[0]
+        divisor = 1.0
+    elif loss_normalizing_factor == "NUM_REAL_TARGET_TOKENS":
+        divisor = jnp.maximum(jnp.sum(weights), 1.0)
+    elif loss_normalizing_factor == "NUM_TOTAL_TARGET_TOKENS":
+        divisor = float(targets.size)
+    elif loss_normalizing_factor == "NONE":
+        divisor = 1.0
+    elif isinstance(loss_normalizing_factor, (int, float)):
+        divisor = float(loss_normalizing_factor)
+    else:
+        raise ValueError(
+            f"loss_normalizing_factor={loss_normalizing_factor!r}: expected a number or one of "
+            f"{', '.join(LOSS_NORMALIZING_FACTORS)}"
+        )
+    loss = jnp.sum(token_loss * weights) / divisor
+    parts = {
+        "z_loss": jnp.sum(z_term * weights) / divisor,
+        "weight_sum": jnp.sum(weights),
+    }
+    return loss, parts

@@ -1,0 +1,176 @@
+"""The model around the network: loss, teacher-forced scoring and cached decoding.
+
+As in T5X, a trainer calls `loss_fn`, and an evaluator calls `score_batch` and `predict_batch`;
+all three take the batches that SeqIO's `EncDecFeatureConverter` produces (plain numpy or jax
+arrays: encoder_input_tokens, decoder_input_tokens, decoder_target_tokens, decoder_loss_weights,
+and the segment ids when packed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ct5x import decoding, losses
+from ct5x.config import T5Config
+from ct5x.errors import UserInputError
+from ct5x.network import Transformer
+
+Params = Mapping[str, Any]
+Batch = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingOptions:
+    """How `predict_batch` searches; the defaults reproduce transformers' `generate`."""
+
+    num_beams: int = 1
+    max_decode_length: int = 64
+    # "hf": transformers' beam scoring (length_penalty exponent, default 1.0);
+    # "t5x": T5X's brevity penalty ((5 + length) / 6) ** alpha, default alpha 0.6.
+    length_penalty_style: str = "hf"
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise UserInputError(f"--beams={self.num_beams}: must be at least 1")
+        if self.max_decode_length < 1:
+            raise UserInputError(f"--max-decode-length={self.max_decode_length}: must be at least 1")
+        if self.length_penalty_style not in ("hf", "t5x"):
+            raise UserInputError(
+                f"--length-penalty-style={self.length_penalty_style!r}: expected 'hf' or 't5x'"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """T5X's loss settings; the paper's Hugging Face runs used NUM_REAL_TARGET_TOKENS."""
+
+    z_loss: float = 1e-4
+    label_smoothing: float = 0.0
+    loss_normalizing_factor: str | float = "NONE"
+
+
+class EncoderDecoderModel:
+    """Loss, scoring and decoding for one `T5Config`; stateless apart from compiled functions."""
+
+    def __init__(self, config: T5Config, loss_options: LossOptions = LossOptions()):
+        self.config = config
+        self.loss_options = loss_options
+        self.module = Transformer(config)
+
+    def _dummy_inputs(self, batch_size: int, input_length: int, target_length: int):
+        return (
+            jnp.ones((batch_size, input_length), jnp.int32),
+            jnp.ones((batch_size, target_length), jnp.int32),
+        )
+
+    def init_params(self, rng: jax.Array, input_length: int = 8, target_length: int = 8) -> Params:
+        """Freshly initialised float32 parameters (T5X's tree, unboxed)."""
+        variables = self.module.init(rng, *self._dummy_inputs(1, input_length, target_length))
+        return nn.unbox(variables["params"])
+
+    def params_logical_axes(self) -> Params:
+        """The logical axis names of every parameter, as a tree of `PartitionSpec`s."""
+        boxed = jax.eval_shape(
+            lambda: self.module.init(jax.random.PRNGKey(0), *self._dummy_inputs(1, 2, 2))
+        )
+        return nn.get_partition_spec(boxed["params"])
+
+    def logits(self, params: Params, batch: Batch, dropout_rng: jax.Array | None = None):
+        """Teacher-forced float32 logits [batch, target_length, vocab]."""
+        rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+        return self.module.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            batch["decoder_input_tokens"],
+            batch.get("encoder_segment_ids"),
+            batch.get("decoder_segment_ids"),
+            enable_dropout=dropout_rng is not None,
+            rngs=rngs,
+        )
+
+    def loss_fn(
+        self, params: Params, batch: Batch, dropout_rng: jax.Array | None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Scalar loss for a gradient step, and its parts for logging."""
+        logits = self.logits(params, batch, dropout_rng)
+        targets = batch["decoder_target_tokens"]
+        weights = batch.get("decoder_loss_weights")
+        if weights is None:
+            weights = targets > 0
+        options = self.loss_options
+        loss, parts = losses.weighted_loss(
+            logits,
+            targets,
+            weights,
+            options.z_loss,
+            options.label_smoothing,
+            options.loss_normalizing_factor,
+        )
+        correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+        return loss, {**parts, "loss": loss, "correct_tokens": correct}
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def score_batch(self, params: Params, batch: Batch) -> jax.Array:
+        """Per-example log-likelihood of the targets: the sum over target tokens, EOS included."""
+        targets = batch["decoder_target_tokens"]
+        weights = batch.get("decoder_loss_weights")
+        if weights is None:
+            weights = targets > 0
+        token_scores = losses.token_log_likelihood(self.logits(params, batch), targets)
+        return jnp.sum(token_scores * weights, axis=-1)
+
+    @functools.partial(jax.jit, static_argnums=(0, 3))
+    def predict_batch(
+        self, params: Params, batch: Batch, options: DecodingOptions = DecodingOptions()
+    ) -> jax.Array:
+        """Decoded tokens [batch, max_decode_length], padding after EOS.
+
+        Encoding, the cross-attention projections and the whole search are one XLA program.
+        """
+        encoder_tokens = batch["encoder_input_tokens"]
+        batch_size = encoder_tokens.shape[0]
+        variables = {"params": params}
+        encoded = self.module.apply(variables, encoder_tokens, method=Transformer.encode)
+        cross_kv = self.module.apply(
+            variables, encoded, method=Transformer.precompute_cross_attention
+        )
+        encoder_mask = encoder_tokens > 0
+        if options.num_beams > 1:
+            cross_kv, encoder_mask = decoding.expand_to_beams(
+                (cross_kv, encoder_mask), options.num_beams
+            )
+
+        def tokens_to_logits(tokens, step, cache):
+            return self.module.apply(
+                variables, tokens, step, cache, cross_kv, encoder_mask,
+                method=Transformer.decode_step,
+            )
+
+        cache = self.module.apply(
+            variables, batch_size, options.max_decode_length, method=Transformer.init_cache
+        )
+        common = dict(
+            batch_size=batch_size,
+            max_decode_length=options.max_decode_length,
+            decoder_start_id=self.config.decoder_start_id,
+            eos_id=self.config.eos_id,
+            pad_id=self.config.pad_id,
+        )
+        if options.num_beams == 1:
+            return decoding.greedy_search(tokens_to_logits, cache, **common)
+        tokens, _ = decoding.beam_search(
+            tokens_to_logits,
+            cache,
+            num_beams=options.num_beams,
+            length_penalty_style=options.length_penalty_style,
+            alpha=options.alpha,
+            **common,
+        )
+        return tokens

@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny SentencePiece vocabulary with T5's ids and random tiny HF T5 checkpoints.
+
+Nothing is downloaded: the vocabulary is trained here and models are built from a `T5Config`.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+# Test-only helper modules (oracle wrappers) live in tests/support.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
+
+_WORDS = (
+    "patient denies chest pain fever cough history of diabetes hypertension presents with "
+    "shortness breath no acute distress lungs clear heart regular rate rhythm abdomen soft "
+    "the a an and or of to in on for with without mg daily twice follow up appointment "
+    "clinic imaging lab results medication disease cancer tumour syndrome deficiency gene "
+    "protein mutation entailment contradiction neutral question context answer sentence"
+).split()
+
+
+def synthetic_sentences(count: int, seed: int = 0) -> list[str]:
+    """Deterministic clinical-looking sentences (synthetic: never real patient text)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 14))) + " ." for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def spm_model_path(tmp_path_factory) -> str:
+    """A 64-piece unigram SentencePiece model with T5's ids: pad 0, eos 1, unk 2, no bos."""
+    import sentencepiece as spm
+
+    workdir = tmp_path_factory.mktemp("spm")
+    corpus = workdir / "corpus.txt"
+    corpus.write_text("\n".join(synthetic_sentences(2000)) + "\n")
+    prefix = workdir / "spiece"
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(prefix),
+        vocab_size=64,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return str(prefix) + ".model"
+
+
+TINY_T5_1_1 = dict(
+    vocab_size=96, d_model=16, d_kv=8, d_ff=24, num_layers=2, num_decoder_layers=3, num_heads=3,
+    feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+)
+TINY_T5_1_0 = dict(
+    vocab_size=96, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_decoder_layers=2, num_heads=2,
+    feed_forward_proj="relu", tie_word_embeddings=True,
+)
+
+
+@pytest.fixture(scope="session")
+def make_hf_t5(tmp_path_factory, spm_model_path):
+    """Factory: a random transformers T5 saved with `save_pretrained`, plus the test spiece.model."""
+    import shutil
+
+    import torch
+    import transformers
+
+    def make(seed: int = 0, safe_serialization: bool = True, **config_fields) -> pathlib.Path:
+        torch.manual_seed(seed)
+        fields = dict(TINY_T5_1_1)
+        fields.update(config_fields)
+        fields.setdefault("decoder_start_token_id", 0)
+        fields.setdefault("dropout_rate", 0.0)
+        config = transformers.T5Config(pad_token_id=0, eos_token_id=1, **fields)
+        model = transformers.T5ForConditionalGeneration(config).eval()
+        # transformers 5 always ties lm_head to the embedding; t5_1_1 checkpoints as published have
+        # their own lm_head, so give untied configs one (it then loads untied and unscaled).
+        if not fields.get("tie_word_embeddings", True):
+            model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
+        # Random init leaves some weights tiny; widen them so tests see realistic logit spreads.
+        with torch.no_grad():
+            for param in model.parameters():
+                param.normal_(0.0, 0.5)
+        out = tmp_path_factory.mktemp("hf_t5")
+        model.save_pretrained(out, safe_serialization=safe_serialization)
+        shutil.copy(spm_model_path, out / "spiece.model")
+        return out
+
+    return make

@@ -1,0 +1,255 @@
+"""Task metrics: each against sklearn or a hand-computed oracle, SeqIO wiring, and the CLI glue."""
+
+import argparse
+import json
+import random
+
+import numpy as np
+import pytest
+from ct5x_tasks import metrics
+from ct5x_tasks.labels import CLIP_LABELS, HOC_LABELS, MEDNLI_LABELS, STIGMA_LABELS
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.preprocessing import MultiLabelBinarizer
+
+from ct5x.errors import UserInputError
+
+# One small valid (target, prediction) sample per base task, to check keys and wiring.
+SAMPLES = {
+    "mednli": (["entailment", "neutral"], ["entailment", "contradiction"]),
+    "radqa": (["left lobe", ""], ["the left lobe", ""]),
+    "clip": (["Lab-related followup", ""], ["Lab-related followup", "Imaging-related followup"]),
+    "stigma_adamant": (["difficult", "exclude"], ["difficult", "disbelief"]),
+    "stigma_compliance": (["negative", "positive"], ["negative", "neutral"]),
+    "stigma_other": (["exclude", "positive"], ["neutral", "positive"]),
+    "hoc": (["cellular energetics", ""], ["cellular energetics", ""]),
+    "hoc_blurb": (["inducing angiogenesis", ""], ["", "inducing angiogenesis"]),
+    "ncbi_disease": (["a disease* b *disease c"], ["a disease* b c *disease"]),
+    "bc5cdr_disease": (["disease* b *disease c"], ["disease* b *disease c"]),
+}
+
+
+def test_base_task_of_takes_the_longest_base_name():
+    assert metrics.base_task_of("mednli") == "mednli"
+    assert metrics.base_task_of("mednli_flan_fold0") == "mednli"
+    assert metrics.base_task_of("hoc_fold2") == "hoc"
+    assert metrics.base_task_of("hoc_blurb") == "hoc_blurb"
+    assert metrics.base_task_of("hoc_blurb_flan_fold4") == "hoc_blurb"
+    assert metrics.base_task_of("stigma_other_flan_1pct_fold3") == "stigma_other"
+
+
+@pytest.mark.parametrize("name", ["mednl", "hocblurb", "mednliflan", "stigma"])
+def test_unknown_task_suggests_close_names(name):
+    with pytest.raises(UserInputError, match="closest task names") as raised:
+        metrics.base_task_of(name)
+    assert "\n" not in str(raised.value)
+    suggested = str(raised.value).split(": ", 1)[1].split(", ")
+    assert set(suggested) <= set(metrics.BASE_TASKS)
+    assert any(name[:3] in base for base in suggested)
+
+
+def test_every_task_reports_its_selection_metric():
+    assert set(metrics.SELECTION_METRIC) == set(metrics.BASE_TASKS) == set(SAMPLES)
+    for base, (targets, predictions) in SAMPLES.items():
+        for anchor in (False, True):
+            scores = metrics.compute_metrics(base, targets, predictions, anchor_compatible=anchor)
+            assert metrics.SELECTION_METRIC[base] in scores
+            assert all(isinstance(value, float) for value in scores.values())
+
+
+def test_metric_fns_have_seqio_signatures():
+    seqio = pytest.importorskip("seqio")
+    vocabulary = seqio.PassThroughVocabulary(size=8)
+    for base in metrics.BASE_TASKS:
+        task = seqio.Task(
+            f"ct5x_metrics_signature_{base}",
+            source=seqio.FunctionDataSource(lambda split, shuffle_files: None, splits=["test"]),
+            output_features={"targets": seqio.Feature(vocabulary=vocabulary)},
+            postprocess_fn=metrics.postprocessor_for(base),
+            metric_fns=metrics.metric_fns_for(base),
+        )
+        assert len(task.predict_metric_fns) == 1
+        assert task.postprocess_fn(b"  x  ", example={}, is_target=False) is not None
+
+
+@pytest.mark.parametrize("base", ["mednli", "stigma_adamant", "stigma_compliance", "stigma_other"])
+def test_single_label_matches_sklearn(base):
+    labels = MEDNLI_LABELS if base == "mednli" else STIGMA_LABELS[base.split("_")[1]]
+    rng = random.Random(base)
+    for _ in range(100):
+        size = rng.randint(1, 30)
+        targets = [rng.choice(labels) for _ in range(size)]
+        predictions = [
+            rng.choice(labels) if rng.random() < 0.9 else rng.choice(["maybe", "", "Neutral"])
+            for _ in range(size)
+        ]
+        raw_predictions = [f" {p}\n".encode() for p in predictions]
+        scores = metrics.compute_metrics(base, targets, raw_predictions)
+        assert scores["accuracy"] == pytest.approx(accuracy_score(targets, predictions))
+        assert scores["macro_f1"] == pytest.approx(
+            f1_score(targets, predictions, labels=list(labels), average="macro", zero_division=0)
+        )
+        assert scores["invalid_predictions"] == sum(p not in labels for p in predictions)
+
+
+def test_single_label_by_hand():
+    targets = ["entailment", "entailment", "neutral", "contradiction"]
+    predictions = ["entailment", "banana", "neutral", "neutral"]
+    scores = metrics.compute_metrics("mednli", targets, predictions)
+    # entailment P 1 R 1/2 F 2/3; neutral P 1/2 R 1 F 2/3; contradiction F 0.
+    assert scores["accuracy"] == pytest.approx(0.5)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert scores["invalid_predictions"] == 1.0
+
+
+def _render_labels(rng: random.Random, labels: list[str]) -> str:
+    rng.shuffle(labels)
+    return rng.choice([", ", ",", " , "]).join(labels)
+
+
+def test_clip_matches_sklearn_multilabel():
+    rng = random.Random(5)
+    binarizer = MultiLabelBinarizer(classes=list(CLIP_LABELS))
+    for _ in range(100):
+        size = rng.randint(1, 25)
+        gold = [rng.sample(CLIP_LABELS, rng.randint(0, 3)) for _ in range(size)]
+        predicted = [rng.sample(CLIP_LABELS, rng.randint(0, 3)) for _ in range(size)]
+        unknown = [rng.choice(["", "", "Diet followup"]) for _ in range(size)]
+        raw_predictions = [
+            _render_labels(rng, labels + ([extra] if extra else []))
+            for labels, extra in zip(predicted, unknown)
+        ]
+        raw_targets = [_render_labels(rng, list(labels)) for labels in gold]
+        scores = metrics.compute_metrics("clip", raw_targets, raw_predictions)
+        y_true, y_pred = binarizer.fit_transform(gold), binarizer.fit_transform(predicted)
+        for average in ("macro", "micro"):
+            expected = f1_score(y_true, y_pred, average=average, zero_division=0)
+            assert scores[f"{average}_f1"] == pytest.approx(expected)
+        assert scores["unknown_labels"] == sum(bool(extra) for extra in unknown)
+
+
+def _pooled_prf(gold: list[set], predicted: list[set]) -> tuple[float, float, float]:
+    hits = sum(len(g & p) for g, p in zip(gold, predicted))
+    n_pred, n_gold = sum(map(len, predicted)), sum(map(len, gold))
+    precision = hits / n_pred if n_pred else 0.0
+    recall = hits / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+@pytest.mark.parametrize("base", ["hoc", "hoc_blurb"])
+@pytest.mark.parametrize("anchor", [False, True])
+def test_hoc_pooled_micro_matches_hand_counts(base, anchor):
+    rng = random.Random(f"{base}{anchor}")
+    for _ in range(100):
+        size = rng.randint(1, 25)
+        gold = [set(rng.sample(HOC_LABELS, rng.choice([0, 0, 1, 2]))) for _ in range(size)]
+        predicted = [set(rng.sample(HOC_LABELS, rng.choice([0, 0, 1, 2]))) for _ in range(size)]
+        raw_predictions = [
+            _render_labels(rng, list(labels)) or rng.choice(["", "none"]) for labels in predicted
+        ]
+        raw_targets = [_render_labels(rng, list(labels)) for labels in gold]
+        scores = metrics.compute_metrics(base, raw_targets, raw_predictions, anchor)
+        if anchor:
+            gold = [labels or {"none"} for labels in gold]
+            predicted = [labels or {"none"} for labels in predicted]
+        precision, recall, f1 = _pooled_prf(gold, predicted)
+        assert scores["precision"] == pytest.approx(precision)
+        assert scores["recall"] == pytest.approx(recall)
+        assert scores["f1"] == pytest.approx(f1)
+
+
+def test_hoc_none_handling_by_hand():
+    targets, predictions = ["", "", "cellular energetics"], ["none", "inducing angiogenesis", ""]
+    fixed = metrics.compute_metrics("hoc", targets, predictions)
+    assert fixed == {"f1": 0.0, "precision": 0.0, "recall": 0.0, "unknown_labels": 0.0}
+    # Anchor: gold {none}, {none}, {cellular}; predicted {none}, {angiogenesis}, {none}: 1 hit of 3.
+    anchor = metrics.compute_metrics("hoc", targets, predictions, anchor_compatible=True)
+    assert anchor["precision"] == pytest.approx(1 / 3)
+    assert anchor["recall"] == pytest.approx(1 / 3)
+
+
+def test_radqa_targets_as_lists_and_from_example_answers():
+    targets = [["lobe", "left lobe"], [], ""]
+    scores = metrics.compute_metrics("radqa_flan", targets, ["left lobe", "", ""])
+    assert scores == {"f1": 1.0, "exact_match": 1.0}
+    postprocess = metrics.postprocessor_for("radqa")
+    example = {"answers": np.array([b"left lobe", b"lobe"])}
+    assert postprocess(b"ignored", example=example, is_target=True) == ["left lobe", "lobe"]
+    assert postprocess(b" The lobe ", example=example) == "The lobe"
+
+
+def test_ner_anchor_mode_counts_padding():
+    targets, predictions = ["a disease* b *disease c d"], ["a disease* b *disease"]
+    assert metrics.compute_metrics("ncbi_disease", targets, predictions)["precision"] == 1.0
+    anchor = metrics.compute_metrics("ncbi_disease", targets, predictions, anchor_compatible=True)
+    assert anchor["precision"] == pytest.approx(0.5)
+
+
+def test_compute_metrics_rejects_bad_input():
+    with pytest.raises(ValueError):
+        metrics.compute_metrics("mednli", ["entailment"], [])
+    with pytest.raises(ValueError, match="target 0"):
+        metrics.compute_metrics("mednli", ["maybe"], ["maybe"])
+    with pytest.raises(ValueError, match="target 1"):
+        metrics.compute_metrics("clip", ["", "Diet followup"], ["", ""])
+    with pytest.raises(ValueError):
+        metrics.compute_metrics("hoc", [], [])
+
+
+def _run_cli(tmp_path, lines: list[str], *flags: str) -> tuple[int, dict]:
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    parser = argparse.ArgumentParser()
+    metrics.add_metrics_arguments(parser)
+    args = parser.parse_args(["--predictions", str(path), *flags])
+    return metrics.metrics_command(args), path
+
+
+def test_cli_prints_one_json_object(tmp_path, capsys):
+    targets, predictions = SAMPLES["hoc"]
+    lines = [json.dumps({"target": t, "prediction": p, "id": i}) for i, (t, p) in
+             enumerate(zip(targets, predictions))]
+    code, _ = _run_cli(tmp_path, lines + [""], "--task", "hoc_flan_fold1", "--anchor-compatible")
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["task"] == "hoc"
+    assert printed["examples"] == 2
+    assert printed["selection_metric"] == "f1"
+    assert printed["anchor_compatible"] is True
+    expected = metrics.compute_metrics("hoc", targets, predictions, anchor_compatible=True)
+    assert {key: printed[key] for key in expected} == pytest.approx(expected)
+
+
+def test_cli_accepts_answer_lists_for_radqa(tmp_path, capsys):
+    line = json.dumps({"target": ["left lobe", "lobe"], "prediction": "lobe"})
+    assert _run_cli(tmp_path, [line], "--task", "radqa")[0] == 0
+    assert json.loads(capsys.readouterr().out)["exact_match"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"target": "entailment"}', '"prediction" field'),
+        ('["entailment", "neutral"]', '"target"'),
+        ('{"target": 3, "prediction": "neutral"}', "must be strings"),
+        ('{"target": ["neutral"], "prediction": "neutral"}', "must be strings"),
+        ('{"target": "banana", "prediction": "neutral"}', "not one of the mednli labels"),
+    ],
+)
+def test_cli_names_file_and_line_of_a_bad_line(tmp_path, bad_line, message):
+    good = json.dumps({"target": "neutral", "prediction": "neutral"})
+    with pytest.raises(UserInputError, match=message) as raised:
+        _run_cli(tmp_path, [good, bad_line, good], "--task", "mednli")
+    assert str(raised.value).startswith(f"{tmp_path / 'predictions.jsonl'}:2:")
+    assert "banana" not in str(raised.value)
+
+
+def test_cli_rejects_empty_and_missing_files(tmp_path):
+    with pytest.raises(UserInputError, match="no prediction lines"):
+        _run_cli(tmp_path, [""], "--task", "mednli")
+    parser = argparse.ArgumentParser()
+    metrics.add_metrics_arguments(parser)
+    args = parser.parse_args(["--task", "mednli", "--predictions", str(tmp_path / "absent.jsonl")])
+    with pytest.raises(UserInputError, match="absent.jsonl"):
+        metrics.metrics_command(args)
