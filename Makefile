@@ -24,10 +24,12 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m ct5x.demo --workdir demo_output
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=importlib tests
+
+RUFF := $(BIN)/ruff check --line-length 100 --config "lint.isort.known-first-party=['ct5x','ct5x_tasks']"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check ct5x tasks tests benchmarks
+	$(RUFF) ct5x tasks tests benchmarks
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench.py

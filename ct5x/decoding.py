@@ -19,7 +19,8 @@ Beam search offers two scoring conventions so that results can match either stac
   sequence is returned with its raw log-probability.
 
 Both run each example as if it were decoded alone: once an example has stopped its kept
-hypotheses are frozen, so outputs do not depend on the batch they were decoded in.
+hypotheses are frozen, so outputs do not depend on the batch they were decoded in. (T5X keeps
+updating stopped examples while others run; for alpha >= 0 that can change nothing.)
 """
 
 from collections.abc import Callable
@@ -57,8 +58,10 @@ def _gather_rows(tree: PyTree, rows: jax.Array) -> PyTree:
 def _check_lengths(batch_size: int, max_decode_length: int, num_beams: int = 1) -> None:
     for name, value in (("batch_size", batch_size), ("max_decode_length", max_decode_length),
                         ("num_beams", num_beams)):
-        if not isinstance(value, int) or value < 1:
-            raise UserInputError(f"decoding setting {name} must be a positive integer, got {value!r}")
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise UserInputError(
+                f"decoding setting {name} must be a positive integer, got {value!r}"
+            )
 
 
 class _GreedyState(NamedTuple):
@@ -172,7 +175,7 @@ def beam_search(
     alpha: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Beam search; returns the best sequence [batch, max_decode_length] (pad_id after EOS) and
-    its score [batch].
+    its score [batch]. Traceable: jit it around the caller's step with the sizes static.
 
     `initial_cache` leaves have leading axis `batch_size`; they are expanded to
     batch_size * num_beams rows here and reordered along axis 0 as beams move. `tokens_to_logits`
@@ -231,8 +234,8 @@ def beam_search(
         )
         live_seqs = jnp.take_along_axis(cand_seqs, live_pick[:, :, None], axis=1)
         live_tokens = jnp.take_along_axis(cand_token, live_pick, axis=1).reshape(-1)
-        source_rows = (jnp.take_along_axis(cand_beam, live_pick, axis=1) + beam_offsets)
-        cache = _gather_rows(cache, source_rows.reshape(-1).astype(jnp.int32))
+        source_rows = jnp.take_along_axis(cand_beam, live_pick, axis=1) + beam_offsets
+        cache = _gather_rows(cache, source_rows.reshape(-1))
 
         # Kept set: merge candidates that end here into the K best ended hypotheses.
         if hf_style:

@@ -50,3 +50,8 @@ def build_model(files: Sequence[str], bindings: Sequence[str] = ()):
     """The `MODEL` a set of gin files describes (e.g. `models/t5_1_1/base.gin`)."""
     parse_gin(files, bindings)
     return macro("MODEL")
+
+
+def operative_config() -> str:
+    """The bindings a run actually used, to be saved next to its outputs (as T5X does)."""
+    return gin.operative_config_str()

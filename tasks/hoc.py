@@ -14,7 +14,6 @@ ids, 0-9 = `HOC_LABELS` in order, 10 = none, never combined with others) and opt
 import pathlib
 from collections.abc import Sequence
 
-from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting, simple_examples
 from ct5x_tasks.labels import HOC_LABELS
 from ct5x_tasks.records import (
@@ -27,6 +26,8 @@ from ct5x_tasks.records import (
     require_fields,
     require_file,
 )
+
+from ct5x.errors import UserInputError
 
 NONE_ID = len(HOC_LABELS)
 
@@ -138,7 +139,7 @@ def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[
     return simple_examples(records, make)
 
 
-_LENGTHS = dict(input_length=256, target_length=64, num_beams=1)
+_LENGTHS = {"input_length": 256, "target_length": 64, "num_beams": 1}
 
 FAMILIES = (
     Family(base="hoc", folder="hoc", load=load_sentences, source_files=sentence_files,

@@ -15,8 +15,9 @@ import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ct5x.errors import UserInputError
 from ct5x_tasks import settings
+
+from ct5x.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

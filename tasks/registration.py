@@ -13,8 +13,6 @@ import functools
 from collections.abc import Callable, Iterator
 
 import seqio
-
-from ct5x.errors import UserInputError
 from ct5x_tasks import metrics
 from ct5x_tasks.catalog import FAMILIES, family_of_base
 from ct5x_tasks.custom import custom_family
@@ -25,6 +23,8 @@ from ct5x_tasks.settings import CustomTaskSettings, custom_task_settings
 from ct5x_tasks.sources import data_source
 from ct5x_tasks.suggest import nearest
 from ct5x_tasks.vocabulary import output_features
+
+from ct5x.errors import UserInputError
 
 MAIN_TASKS = ("mednli", "radqa", "clip", "hoc", "ncbi_disease", "bc5cdr_disease")
 STIGMA_TASKS = ("stigma_adamant", "stigma_compliance", "stigma_other")
@@ -44,6 +44,8 @@ class TaskInfo:
 
 _TASKS: dict[str, TaskInfo] = {}
 _MIXTURES: set[str] = set()
+# User-defined base tasks -> the function naming the paper task they are scored as.
+_SCORE_AS: dict[str, Callable[[], str | None]] = {"custom": lambda: custom_task_settings().score_as}
 
 
 def family_variants(family: Family) -> Iterator[Variant]:
@@ -118,7 +120,8 @@ def register_custom_task(name: str, config: CustomTaskSettings) -> None:
     `data_settings.dataset_dirs[name]`), with its fold variants."""
     family = custom_family(name, lambda: config)
     FAMILIES[name] = family
-    register_family(family, score_as=lambda: config.score_as)
+    _SCORE_AS[name] = lambda: config.score_as
+    register_family(family, score_as=_SCORE_AS[name])
 
 
 def _variant_names(bases, style: dict, **options) -> list[str]:
@@ -154,12 +157,9 @@ def register_mixtures() -> None:
 
 
 def register_all() -> None:
-    """Register the paper's tasks, the `custom` task and the mixtures."""
+    """Register the paper's tasks, the `custom` task, the user's tasks and the mixtures."""
     for family in list(FAMILIES.values()):
-        if family.base == "custom":
-            register_family(family, score_as=lambda: custom_task_settings().score_as)
-        else:
-            register_family(family)
+        register_family(family, score_as=_SCORE_AS.get(family.base))
     register_mixtures()
 
 

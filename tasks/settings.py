@@ -11,7 +11,10 @@ gin (see gin/tasks/data.gin):
     ct5x_tasks.data_settings.site_dirs = {'ood': '/data/hospital_b'}
     ct5x_tasks.data_settings.folds_dir = '/runs/folds'
     ct5x_tasks.data_settings.on_bad_record = 'skip'
-environment: CT5X_DATA_DIR, CT5X_SITE_DIR_<SITE>, CT5X_FOLDS_DIR, CT5X_ON_BAD_RECORD.
+    ct5x_tasks.vocabulary_settings.path = '/models/flan-t5-large/spiece.model'
+    ct5x_tasks.custom_task_settings.input_field = 'text'
+environment: CT5X_DATA_DIR, CT5X_SITE_DIR_<SITE>, CT5X_FOLDS_DIR, CT5X_ON_BAD_RECORD,
+CT5X_VOCABULARY.
 """
 
 import dataclasses
@@ -20,7 +23,6 @@ import pathlib
 from collections.abc import Mapping
 
 import gin
-
 from ct5x.errors import UserInputError
 
 BAD_RECORD_POLICIES = ("raise", "skip")

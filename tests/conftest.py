@@ -11,29 +11,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
-import random  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-# Test-only helper modules (oracle wrappers) live in tests/support.
+# Test-only helper modules (oracle wrappers, synthetic text) live in tests/support.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
 
-_WORDS = (
-    "patient denies chest pain fever cough history of diabetes hypertension presents with "
-    "shortness breath no acute distress lungs clear heart regular rate rhythm abdomen soft "
-    "the a an and or of to in on for with without mg daily twice follow up appointment "
-    "clinic imaging lab results medication disease cancer tumour syndrome deficiency gene "
-    "protein mutation entailment contradiction neutral question context answer sentence"
-).split()
-
-
-def synthetic_sentences(count: int, seed: int = 0) -> list[str]:
-    """Deterministic clinical-looking sentences (synthetic: never real patient text)."""
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 14))) + " ." for _ in range(count)]
-
+from synthetic_text import synthetic_sentences  # noqa: E402
 
 @pytest.fixture(scope="session")
 def spm_model_path(tmp_path_factory) -> str:

@@ -45,19 +45,13 @@ def _read_json(path: Path) -> Any:
 
 
 def read_config(path: str | Path) -> T5Config:
-    """A `T5Config` from a Hugging Face `config.json`.
-
-    transformers 5.x writes `tie_word_embeddings: true` for every T5 and keeps the real
-    switch in `scale_decoder_outputs`; that field wins when present.
-    """
+    """A `T5Config` from a Hugging Face `config.json` (see `T5Config.from_hf_dict`)."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: missing; a Hugging Face checkpoint needs its config.json")
     hf = _read_json(path)
     if not isinstance(hf, dict):
         raise UserInputError(f"{path}: expected a JSON object")
-    if "scale_decoder_outputs" in hf:
-        hf = {**hf, "tie_word_embeddings": bool(hf["scale_decoder_outputs"])}
     try:
         return T5Config.from_hf_dict(hf, source=str(path))
     except (TypeError, ValueError) as error:

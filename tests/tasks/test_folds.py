@@ -1,16 +1,17 @@
 """Folds: disjoint, covering train+dev, group-aware, nested fractions, identical across processes."""
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
-from ct5x.errors import UserInputError
 from ct5x_tasks import folds
 from ct5x_tasks.catalog import FAMILIES
+
+from ct5x.errors import UserInputError
 
 GROUPED = ("mednli", "radqa", "clip", "hoc")
 
@@ -26,7 +27,7 @@ def _check(content, records):
         assert train | validation == set(pool) and not train & validation
         assert {pool[i].group for i in train}.isdisjoint({pool[i].group for i in validation})
         samples = [set(fold["fractions"][key]) for key in sorted(fold["fractions"], key=float)]
-        for smaller, larger in zip(samples, samples[1:]):
+        for smaller, larger in itertools.pairwise(samples):
             assert smaller <= larger
         for sample in samples:
             assert sample <= train
@@ -79,12 +80,14 @@ print(json.dumps(folds.make_folds(*json.loads(sys.argv[1]), seed=42, fractions=(
 def test_identical_under_any_pythonhashseed(tmp_path):
     ids = [f"id{i}" for i in range(60)]
     groups = [f"premise {i // 3}" for i in range(60)]
-    outputs = []
-    for hashseed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hashseed, TF_CPP_MIN_LOG_LEVEL="3")
-        result = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps([ids, groups])],
-                                env=env, capture_output=True, text=True, check=True)
-        outputs.append(result.stdout.strip().splitlines()[-1])
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _SCRIPT, json.dumps([ids, groups])],
+                         env=dict(os.environ, PYTHONHASHSEED=seed, TF_CPP_MIN_LOG_LEVEL="3"),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for seed in ("1", "2")
+    ]
+    outputs = [process.communicate()[0].strip().splitlines()[-1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0]
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0]) == folds.make_folds(ids, groups, 42, (0.2, 0.5))
 

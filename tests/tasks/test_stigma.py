@@ -1,17 +1,17 @@
 """Stigma: one CSV, three tasks, the dataset's own folds."""
 
 import pytest
-
-from ct5x.errors import UserInputError
 from ct5x_tasks import stigma
 from ct5x_tasks.family import Formatting
 from ct5x_tasks.windows import TokenCounter
+
+from ct5x.errors import UserInputError
 
 FAMILIES = {family.base: family for family in stigma.FAMILIES}
 
 
 def test_each_task_reads_its_category(data_root):
-    for base, family in FAMILIES.items():
+    for family in FAMILIES.values():
         records = family.load(data_root / "stigma")
         assert len(records) == 40
         assert [sum(r.split == s for r in records) for s in ("train", "dev", "test")] == [24, 8, 8]

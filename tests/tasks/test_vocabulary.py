@@ -1,12 +1,12 @@
 """The lazily chosen vocabulary."""
 
-import gin
-import sentencepiece
-import pytest
-
 import ct5x_tasks
-from ct5x.errors import UserInputError
+import pytest
+import sentencepiece
 from ct5x_tasks.vocabulary import VOCABULARY
+
+import gin
+from ct5x.errors import UserInputError
 
 
 def test_unset_vocabulary_names_the_three_ways(monkeypatch):

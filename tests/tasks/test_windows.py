@@ -2,7 +2,6 @@
 
 
 import pytest
-
 from ct5x_tasks.windows import TokenCounter, centered_window, word_spans
 
 

@@ -22,7 +22,8 @@ ODD_FIELDS = {
 
 def publish_untied(directory, seed):
     """Make a transformers-5 save look like google/t5-v1_1 or flan-t5 as published: a distinct
-    `lm_head.weight` and `tie_word_embeddings: false` (transformers 5 itself ties them)."""
+    `lm_head.weight` and `tie_word_embeddings: false` (transformers 5 writes true and keeps the
+    switch in `scale_decoder_outputs`)."""
     weights = directory / "model.safetensors"
     tensors = load_file(weights)
     rng = np.random.default_rng(seed)
@@ -36,30 +37,10 @@ def publish_untied(directory, seed):
 
 
 @pytest.fixture(scope="session")
-def spm_model_path(tmp_path_factory):
-    """Overrides the shared fixture, whose 96-piece request fails on its corpus (at most 95
-    pieces fit): the same kind of model with T5's ids, the piece count as a soft limit.
-    Delete once tests/conftest.py's fixture trains."""
-    import sentencepiece as spm
-
-    workdir = tmp_path_factory.mktemp("spm_checkpoints")
-    rng = np.random.default_rng(0)
-    words = ("patient", "denies", "chest", "pain", "fever", "cough", "history", "of",
-             "diabetes", "follow", "up", "clinic")
-    lines = [" ".join(rng.choice(words, size=8)) + " ." for _ in range(500)]
-    (workdir / "corpus.txt").write_text("\n".join(lines) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(workdir / "corpus.txt"), model_prefix=str(workdir / "spiece"), vocab_size=64,
-        hard_vocab_limit=False, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        character_coverage=1.0, num_threads=1, minloglevel=2,
-    )
-    return str(workdir / "spiece.model")
-
-
-@pytest.fixture(scope="session")
 def hf_dirs(make_hf_t5):
-    """family -> HF directory: t5_1_1 (untied, gated GELU), t5_1_0 (tied, ReLU), and an odd
-    gated model as transformers 5 saves it (no lm_head, unscaled logits from the embedding)."""
+    """family -> HF directory: t5_1_1 (untied, gated GELU) as published, t5_1_0 (tied, ReLU),
+    and an odd untied gated model as transformers 5 saves it (tie_word_embeddings true,
+    scale_decoder_outputs false, its own lm_head)."""
     return {
         "t5_1_1": publish_untied(make_hf_t5(seed=1), seed=1),
         "t5_1_0": make_hf_t5(seed=2, **T5_1_0_FIELDS),
