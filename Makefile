@@ -23,10 +23,11 @@ $(VENV)/.installed-test: setup.py $(BIN)/activate
 demo: $(VENV)/.installed
 	$(BIN)/python -m ct5x.demo --workdir demo_output
 
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=importlib tests
+RUFF := $(BIN)/ruff check --line-length 100 --config "lint.isort.known-first-party=['ct5x','ct5x_tasks']" --config "lint.isort.known-third-party=['gin']"
 
-RUFF := $(BIN)/ruff check --line-length 100 --config "lint.isort.known-first-party=['ct5x','ct5x_tasks']"
+test: $(VENV)/.installed-test
+	$(RUFF) ct5x tasks tests benchmarks
+	$(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=importlib tests
 
 lint: $(VENV)/.installed-test
 	$(RUFF) ct5x tasks tests benchmarks

@@ -30,7 +30,7 @@ TEST_REQUIRES = [
     "pytest>=8,<10",
     "torch==2.13.0",
     "transformers==5.24.0",
-    "ruff>=0.6,<1",
+    "ruff==0.17.6",
 ]
 
 setup(

@@ -20,16 +20,16 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+import transformers
 
-from ct5x.checkpoints import load_checkpoint  # noqa: E402
-from ct5x.config import T5Config  # noqa: E402
-from ct5x.models import DecodingOptions, EncoderDecoderModel  # noqa: E402
+from ct5x.checkpoints import load_checkpoint
+from ct5x.config import T5Config
+from ct5x.models import DecodingOptions, EncoderDecoderModel
 
 BATCH, INPUT_LENGTH, TARGET_LENGTH, DECODE_LENGTH = 8, 128, 32, 32
 SMALL = T5Config(dropout_rate=0.1)  # t5_1_1 small: d512, 6 heads, mlp 1024, 8+8 layers

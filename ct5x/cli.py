@@ -9,33 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 
 from ct5x.errors import UserInputError
+from ct5x.startup import import_frameworks_quietly
 
 EXIT_BAD_INPUT = 2
-
-
-def _import_frameworks_quietly() -> None:
-    """Imports TensorFlow and JAX with the process's stderr closed.
-
-    Loaded together, they print C++ start-up notices (oneDNN, CUDA stubs) that ignore
-    TF_CPP_MIN_LOG_LEVEL; an import error still surfaces as a Python exception afterwards.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import jax  # noqa: F401
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _load_model(checkpoint_dir: str):
@@ -162,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
     if not verbose:
-        _import_frameworks_quietly()
+        import_frameworks_quietly()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

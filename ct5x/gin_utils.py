@@ -6,14 +6,21 @@ The library itself never imports gin; gin files configure its dataclasses and fu
 
 from __future__ import annotations
 
+import logging
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gin
 
 from ct5x.errors import UserInputError
 
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
+
+
+def _include_probe_filter(record: logging.LogRecord) -> bool:
+    """gin logs an error for every search-path folder an `include` is not in; drop those."""
+    return not record.getMessage().startswith("Path not found:")
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
@@ -28,11 +35,15 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
         resolved.append(str(path))
     gin.clear_config()
     gin.add_config_file_search_path(str(GIN_DIR))
+    root = logging.getLogger()
+    root.addFilter(_include_probe_filter)
     try:
         gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=False)
-    except (IOError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError) as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserInputError(f"gin: {first_line}") from None
+    finally:
+        root.removeFilter(_include_probe_filter)
 
 
 def macro(name: str) -> Any:

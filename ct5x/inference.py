@@ -11,7 +11,8 @@ import logging
 import os
 import pathlib
 import tempfile
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,23 +25,24 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str]) -> list[dict[st
     """Objects of a JSONL file; a bad line stops with file:line (the line's text is never shown)."""
     records = []
     try:
-        handle = open(path, encoding="utf-8")
+        lines = pathlib.Path(path).read_text(encoding="utf-8").split("\n")
     except OSError as error:
         raise UserInputError(f"{path}: cannot read ({error.strerror})") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserInputError(f"{path}:{number}: not a JSON object") from None
-            if not isinstance(record, dict):
-                raise UserInputError(f"{path}:{number}: not a JSON object")
-            for field in required:
-                if not isinstance(record.get(field), str):
-                    raise UserInputError(f"{path}:{number}: missing string field {field!r}")
-            records.append(record)
+    except UnicodeDecodeError:
+        raise UserInputError(f"{path}: not UTF-8 text") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserInputError(f"{path}:{number}: not a JSON object") from None
+        if not isinstance(record, dict):
+            raise UserInputError(f"{path}:{number}: not a JSON object")
+        for field in required:
+            if not isinstance(record.get(field), str):
+                raise UserInputError(f"{path}:{number}: missing string field {field!r}")
+        records.append(record)
     return records
 
 

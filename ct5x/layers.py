@@ -146,8 +146,17 @@ class MultiHeadAttention(nn.Module):
         return nn.with_logical_constraint(projected, ("batch", "length", "heads", "kv"))
 
     def project_kv(self, inputs_kv: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """[batch, length, embed] -> key and value [batch, length, heads, kv]."""
-        return self._split_heads(self.key(inputs_kv)), self._split_heads(self.value(inputs_kv))
+        """[batch, length, embed] -> key and value [batch, heads, length, kv].
+
+        Heads come before length so that cached keys and values are already in the layout the
+        attention products read: decoding then never transposes them once per step.
+        """
+
+        def heads_first(projected: jax.Array) -> jax.Array:
+            projected = jnp.swapaxes(self._split_heads(projected), 1, 2)
+            return nn.with_logical_constraint(projected, ("batch", "heads", "length", "kv"))
+
+        return heads_first(self.key(inputs_kv)), heads_first(self.value(inputs_kv))
 
     def __call__(
         self,
@@ -157,17 +166,17 @@ class MultiHeadAttention(nn.Module):
         bias: jax.Array | None,
         deterministic: bool,
     ) -> jax.Array:
-        """Attends [batch, q_len, embed] queries to [batch, k_len, heads, kv] keys and values.
+        """Attends [batch, q_len, embed] queries to [batch, heads, k_len, kv] keys and values.
 
         `bias` broadcasts to [batch, heads, q_len, k_len]: relative positions plus the mask.
         """
         query = self._split_heads(self.query(inputs_q))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        logits = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         weights = self.dropout(weights, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+        context = jnp.einsum("bhqk,bhkd->bqhd", weights, value)
         context = context.reshape(*context.shape[:2], self.num_heads * self.head_dim)
         return nn.with_logical_constraint(self.out(context), ("batch", "length", "embed"))
 

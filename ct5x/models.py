@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -156,13 +157,13 @@ class EncoderDecoderModel:
         cache = self.module.apply(
             variables, batch_size, options.max_decode_length, method=Transformer.init_cache
         )
-        common = dict(
-            batch_size=batch_size,
-            max_decode_length=options.max_decode_length,
-            decoder_start_id=self.config.decoder_start_id,
-            eos_id=self.config.eos_id,
-            pad_id=self.config.pad_id,
-        )
+        common = {
+            "batch_size": batch_size,
+            "max_decode_length": options.max_decode_length,
+            "decoder_start_id": self.config.decoder_start_id,
+            "eos_id": self.config.eos_id,
+            "pad_id": self.config.pad_id,
+        }
         if options.num_beams == 1:
             return decoding.greedy_search(tokens_to_logits, cache, **common)
         tokens, _ = decoding.beam_search(

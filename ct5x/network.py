@@ -201,7 +201,7 @@ class Decoder(nn.Module):
     ) -> tuple[jax.Array, Cache]:
         """One token per row at `position`: [rows] ids -> logits [rows, vocab] and the new cache."""
         x = self.shared_embedding(tokens[:, None])
-        max_length = next(iter(cache.values()))["key"].shape[1]
+        max_length = next(iter(cache.values()))["key"].shape[2]
         key_positions = jnp.arange(max_length)
         self_bias = self.relpos_bias(position[None], key_positions, bidirectional=False)
         self_bias = self_bias + jnp.where(key_positions <= position, 0.0, MASK_VALUE)
@@ -210,8 +210,8 @@ class Decoder(nn.Module):
         for i, (layer, kv) in enumerate(zip(self.layers, cross_kv)):
             entry = cache[f"layers_{i}"]
             key, value = layer.step_self_kv(x)
-            key = jax.lax.dynamic_update_slice_in_dim(entry["key"], key, position, axis=1)
-            value = jax.lax.dynamic_update_slice_in_dim(entry["value"], value, position, axis=1)
+            key = jax.lax.dynamic_update_slice_in_dim(entry["key"], key, position, axis=2)
+            value = jax.lax.dynamic_update_slice_in_dim(entry["value"], value, position, axis=2)
             new_cache[f"layers_{i}"] = {"key": key, "value": value}
             x = layer(x, (key, value), self_bias, kv, cross_bias, deterministic=True)
         return self._logits(x, deterministic=True)[:, 0], new_cache
@@ -288,8 +288,8 @@ class Transformer(nn.Module):
         return self.decoder.decode_step(tokens, position, cache, cross_kv, encoder_mask)
 
     def init_cache(self, rows: int, max_length: int) -> Cache:
-        """Zeroed self-attention keys and values, [rows, max_length, heads, kv] per layer."""
+        """Zeroed self-attention keys and values, [rows, heads, max_length, kv] per layer."""
         c = self.config
-        shape = (rows, max_length, c.num_heads, c.head_dim)
+        shape = (rows, c.num_heads, max_length, c.head_dim)
         zeros = jnp.zeros(shape, _dtype(c))
         return {f"layers_{i}": {"key": zeros, "value": zeros} for i in range(c.num_decoder_layers)}

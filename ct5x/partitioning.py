@@ -7,7 +7,8 @@ a different table. With one device everything is replicated and the rules are no
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

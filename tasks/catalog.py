@@ -1,12 +1,11 @@
 """The paper's task families (and the user's `custom`), by base task name."""
 
+from ct5x.errors import UserInputError
 from ct5x_tasks import clip, hoc, mednli, ner, radqa, stigma
 from ct5x_tasks.custom import custom_family
 from ct5x_tasks.family import Family
 from ct5x_tasks.settings import custom_task_settings
 from ct5x_tasks.suggest import nearest
-
-from ct5x.errors import UserInputError
 
 FAMILIES: dict[str, Family] = {
     family.base: family

@@ -14,12 +14,11 @@ import logging
 import pathlib
 from collections.abc import Sequence
 
+from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting
 from ct5x_tasks.labels import CLIP_LABELS
 from ct5x_tasks.records import BadRecord, Record, bad_records, read_csv, require_file
 from ct5x_tasks.windows import centered_window
-
-from ct5x.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family
 from ct5x_tasks.naming import NUM_FOLDS, fraction_key
 from ct5x_tasks.records import Record, sha256_of_files
-
-from ct5x.errors import UserInputError
 
 
 def _group_index(groups: Sequence[str]) -> tuple[list[str], list[list[int]]]:

@@ -14,6 +14,7 @@ ids, 0-9 = `HOC_LABELS` in order, 10 = none, never combined with others) and opt
 import pathlib
 from collections.abc import Sequence
 
+from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting, simple_examples
 from ct5x_tasks.labels import HOC_LABELS
 from ct5x_tasks.records import (
@@ -21,13 +22,11 @@ from ct5x_tasks.records import (
     BadRecord,
     Record,
     bad_records,
+    load_jsonl_splits,
     read_csv,
-    read_jsonl,
     require_fields,
     require_file,
 )
-
-from ct5x.errors import UserInputError
 
 NONE_ID = len(HOC_LABELS)
 
@@ -64,15 +63,7 @@ def parse_sentence(obj: dict, split: str, line: int) -> Record:
 
 def load_sentences(folder: pathlib.Path) -> list[Record]:
     """All sentences of the three splits."""
-    records = []
-    for split, path in zip(SOURCE_SPLITS, sentence_files(folder)):
-        with bad_records(path) as bad:
-            for line, obj in read_jsonl(path, bad):
-                try:
-                    records.append(parse_sentence(obj, split, line))
-                except BadRecord as error:
-                    bad.report(line, str(error))
-    return records
+    return load_jsonl_splits(sentence_files(folder), parse_sentence)
 
 
 def parse_label_ids(text: str) -> tuple[str, ...]:

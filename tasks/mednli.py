@@ -9,8 +9,7 @@ from ct5x_tasks.records import (
     SOURCE_SPLITS,
     BadRecord,
     Record,
-    bad_records,
-    read_jsonl,
+    load_jsonl_splits,
     require_fields,
 )
 
@@ -37,15 +36,7 @@ def parse_pair(obj: dict, split: str, line: int) -> Record:
 
 def load(folder: pathlib.Path) -> list[Record]:
     """All pairs of the three splits."""
-    records = []
-    for split, path in zip(SOURCE_SPLITS, source_files(folder)):
-        with bad_records(path) as bad:
-            for line, obj in read_jsonl(path, bad):
-                try:
-                    records.append(parse_pair(obj, split, line))
-                except BadRecord as error:
-                    bad.report(line, str(error))
-    return records
+    return load_jsonl_splits(source_files(folder), parse_pair)
 
 
 def prompt(premise: str, hypothesis: str, flan: bool) -> str:

@@ -17,9 +17,15 @@ def report_truncation(
 ) -> tf.data.Dataset:
     """Log how many examples are longer than `sequence_length` (EOS included); drop none.
 
-    The dataset is cached in memory by the counting pass, so its tokens are computed once.
+    The dataset is cached in memory by the counting pass, so its tokens are computed once. A
+    repeated (infinite) training stream cannot be counted up front: it is truncated the same way
+    and its one finite epoch is counted whenever that split is read with num_epochs=1.
     """
     if not sequence_length or not output_features:
+        return dataset
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        logger.info("%s: repeated dataset; over-long examples are truncated, counted on finite "
+                    "passes only", task_name)
         return dataset
     keys = [key for key in output_features if sequence_length.get(key)]
     dataset = dataset.cache()

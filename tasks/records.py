@@ -12,12 +12,11 @@ import hashlib
 import json
 import logging
 import pathlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ct5x_tasks import settings
-
 from ct5x.errors import UserInputError
+from ct5x_tasks import settings
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +93,21 @@ def read_jsonl(path: pathlib.Path, bad: BadRecords) -> Iterator[tuple[int, dict]
             bad.report(number, "not a JSON object")
             continue
         yield number, value
+
+
+def load_jsonl_splits(
+    paths: Sequence[pathlib.Path], parse: Callable[[dict, str, int], Record]
+) -> list[Record]:
+    """Records of one JSONL file per source split; `parse(obj, split, line)` raises BadRecord."""
+    records = []
+    for split, path in zip(SOURCE_SPLITS, paths):
+        with bad_records(path) as bad:
+            for line, obj in read_jsonl(path, bad):
+                try:
+                    records.append(parse(obj, split, line))
+                except BadRecord as error:
+                    bad.report(line, str(error))
+    return records
 
 
 def read_csv(

@@ -13,6 +13,8 @@ import functools
 from collections.abc import Callable, Iterator
 
 import seqio
+
+from ct5x.errors import UserInputError
 from ct5x_tasks import metrics
 from ct5x_tasks.catalog import FAMILIES, family_of_base
 from ct5x_tasks.custom import custom_family
@@ -23,8 +25,6 @@ from ct5x_tasks.settings import CustomTaskSettings, custom_task_settings
 from ct5x_tasks.sources import data_source
 from ct5x_tasks.suggest import nearest
 from ct5x_tasks.vocabulary import output_features
-
-from ct5x.errors import UserInputError
 
 MAIN_TASKS = ("mednli", "radqa", "clip", "hoc", "ncbi_disease", "bc5cdr_disease")
 STIGMA_TASKS = ("stigma_adamant", "stigma_compliance", "stigma_other")

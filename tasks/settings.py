@@ -23,6 +23,7 @@ import pathlib
 from collections.abc import Mapping
 
 import gin
+
 from ct5x.errors import UserInputError
 
 BAD_RECORD_POLICIES = ("raise", "skip")

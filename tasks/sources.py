@@ -5,14 +5,14 @@ from collections.abc import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
+
+from ct5x.errors import UserInputError
 from ct5x_tasks import settings
 from ct5x_tasks.family import Family, Formatting
 from ct5x_tasks.folds import read_folds
 from ct5x_tasks.naming import Variant, fraction_key
 from ct5x_tasks.records import Record
 from ct5x_tasks.windows import token_counter
-
-from ct5x.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

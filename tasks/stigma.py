@@ -9,11 +9,10 @@ A site (another hospital) is another folder in the same format.
 import pathlib
 from collections.abc import Sequence
 
+from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting, or_join, simple_examples
 from ct5x_tasks.labels import STIGMA_ASPECTS, STIGMA_LABELS
 from ct5x_tasks.records import SOURCE_SPLITS, BadRecord, Record, bad_records, read_csv
-
-from ct5x.errors import UserInputError
 
 COLUMNS = ("keyword_category", "split", "fold_eval", "note_text", "label")
 NUM_FOLDS = 5

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import seqio
 import tensorflow as tf
-from ct5x_tasks.settings import vocabulary_settings
 
 from ct5x.errors import UserInputError
+from ct5x_tasks.settings import vocabulary_settings
 
 _explicit: dict[str, object] = {"path": None, "extra_ids": 0}
 

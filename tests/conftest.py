@@ -10,16 +10,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import pathlib  # noqa: E402
-import sys  # noqa: E402
+import pathlib
+import sys
 
-import pytest  # noqa: E402
+import pytest
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 # Test-only helper modules (oracle wrappers, synthetic text) live in tests/support.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
 
-from synthetic_text import synthetic_sentences  # noqa: E402
+from synthetic_text import synthetic_sentences
+
 
 @pytest.fixture(scope="session")
 def spm_model_path(tmp_path_factory) -> str:
@@ -46,14 +47,14 @@ def spm_model_path(tmp_path_factory) -> str:
     return str(prefix) + ".model"
 
 
-TINY_T5_1_1 = dict(
-    vocab_size=96, d_model=16, d_kv=8, d_ff=24, num_layers=2, num_decoder_layers=3, num_heads=3,
-    feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-)
-TINY_T5_1_0 = dict(
-    vocab_size=96, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_decoder_layers=2, num_heads=2,
-    feed_forward_proj="relu", tie_word_embeddings=True,
-)
+TINY_T5_1_1 = {
+    "vocab_size": 96, "d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 2, "num_decoder_layers": 3, "num_heads": 3,
+    "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+}
+TINY_T5_1_0 = {
+    "vocab_size": 96, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 2,
+    "feed_forward_proj": "relu", "tie_word_embeddings": True,
+}
 
 
 @pytest.fixture(scope="session")

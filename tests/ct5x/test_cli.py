@@ -148,7 +148,7 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
     result = subprocess.run(
         [str(script), "predict", "--checkpoint", str(tmp_path / "none"), "--input", "x.jsonl",
          "--output", str(tmp_path / "o.jsonl")],
-        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -2,13 +2,7 @@
 
 import random
 
-_WORDS = (
-    "patient denies chest pain fever cough history of diabetes hypertension presents with "
-    "shortness breath no acute distress lungs clear heart regular rate rhythm abdomen soft "
-    "the a an and or of to in on for with without mg daily twice follow up appointment "
-    "clinic imaging lab results medication disease cancer tumour syndrome deficiency gene "
-    "protein mutation entailment contradiction neutral question context answer sentence"
-).split()
+_WORDS = ["patient", "denies", "chest", "pain", "fever", "cough", "history", "of", "diabetes", "hypertension", "presents", "with", "shortness", "breath", "no", "acute", "distress", "lungs", "clear", "heart", "regular", "rate", "rhythm", "abdomen", "soft", "the", "a", "an", "and", "or", "of", "to", "in", "on", "for", "with", "without", "mg", "daily", "twice", "follow", "up", "appointment", "clinic", "imaging", "lab", "results", "medication", "disease", "cancer", "tumour", "syndrome", "deficiency", "gene", "protein", "mutation", "entailment", "contradiction", "neutral", "question", "context", "answer", "sentence"]
 
 
 def synthetic_sentences(count: int, seed: int = 0) -> list[str]:

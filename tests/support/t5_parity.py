@@ -6,20 +6,22 @@ import torch
 # Shapes that exercise the network: heads*head_dim != d_model, unequal depths, tiny relative
 # position tables whose logarithmic buckets the 40-token inputs reach, tied and untied logits.
 PARITY_CONFIGS = {
-    "t5_1_1": dict(),
-    "t5_1_0": dict(
-        feed_forward_proj="relu", tie_word_embeddings=True, d_model=16, d_kv=4, d_ff=32,
-        num_layers=2, num_decoder_layers=2, num_heads=2,
-    ),
-    "odd_relu_untied": dict(
-        feed_forward_proj="relu", tie_word_embeddings=False, d_model=20, d_kv=3, d_ff=7,
-        num_layers=1, num_decoder_layers=2, num_heads=5, relative_attention_num_buckets=8,
-        relative_attention_max_distance=20,
-    ),
-    "gated_tied": dict(
-        feed_forward_proj="gated-gelu", tie_word_embeddings=True, d_model=12, d_kv=6, d_ff=10,
-        num_layers=3, num_decoder_layers=1, num_heads=2,
-    ),
+    "t5_1_1": {},
+    "t5_1_0": {
+        "feed_forward_proj": "relu", "tie_word_embeddings": True,
+        "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2, "num_decoder_layers": 2,
+        "num_heads": 2,
+    },
+    "odd_relu_untied": {
+        "feed_forward_proj": "relu", "tie_word_embeddings": False,
+        "d_model": 20, "d_kv": 3, "d_ff": 7, "num_layers": 1, "num_decoder_layers": 2,
+        "num_heads": 5, "relative_attention_num_buckets": 8, "relative_attention_max_distance": 20,
+    },
+    "gated_tied": {
+        "feed_forward_proj": "gated-gelu", "tie_word_embeddings": True,
+        "d_model": 12, "d_kv": 6, "d_ff": 10, "num_layers": 3, "num_decoder_layers": 1,
+        "num_heads": 2,
+    },
 }
 
 

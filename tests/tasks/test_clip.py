@@ -1,12 +1,12 @@
 """CLIP reader and its document window."""
 
 import pytest
+
+from ct5x.errors import UserInputError
 from ct5x_tasks import clip
 from ct5x_tasks.family import Formatting
 from ct5x_tasks.labels import CLIP_LABELS
 from ct5x_tasks.windows import TokenCounter
-
-from ct5x.errors import UserInputError
 
 
 def test_reads_sentences_with_document_splits(data_root):

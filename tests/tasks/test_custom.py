@@ -1,10 +1,10 @@
 """A user's own dataset as a task, through gin bindings or a few lines of Python."""
 
-import ct5x_tasks
+import gin
 import pytest
 import seqio
 
-import gin
+import ct5x_tasks
 from ct5x.errors import UserInputError
 from tests.tasks.conftest import write_csv, write_jsonl
 

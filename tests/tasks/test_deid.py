@@ -1,6 +1,7 @@
 """MIMIC de-identification spans become short tags."""
 
 import pytest
+
 from ct5x_tasks.deid import deid_tag, deidentify
 
 

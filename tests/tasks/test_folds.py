@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from ct5x_tasks import folds
-from ct5x_tasks.catalog import FAMILIES
 
 from ct5x.errors import UserInputError
+from ct5x_tasks import folds
+from ct5x_tasks.catalog import FAMILIES
 
 GROUPED = ("mednli", "radqa", "clip", "hoc")
 

@@ -1,12 +1,12 @@
 """HoC: sentence-level JSONL and BLURB abstract TSV, two separate tasks."""
 
 import pytest
+
+from ct5x.errors import UserInputError
 from ct5x_tasks import hoc
 from ct5x_tasks.family import Formatting
 from ct5x_tasks.labels import HOC_LABELS
 from ct5x_tasks.windows import TokenCounter
-
-from ct5x.errors import UserInputError
 
 FORMAT = Formatting(False, False, True, 256, TokenCounter(None))
 

@@ -2,11 +2,11 @@
 
 
 import pytest
+
+from ct5x.errors import UserInputError
 from ct5x_tasks import mednli
 from ct5x_tasks.family import Formatting
 from ct5x_tasks.windows import TokenCounter
-
-from ct5x.errors import UserInputError
 
 
 def _formatting(flan, deid=False):

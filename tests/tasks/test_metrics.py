@@ -6,12 +6,12 @@ import random
 
 import numpy as np
 import pytest
-from ct5x_tasks import metrics
-from ct5x_tasks.labels import CLIP_LABELS, HOC_LABELS, MEDNLI_LABELS, STIGMA_LABELS
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from ct5x.errors import UserInputError
+from ct5x_tasks import metrics
+from ct5x_tasks.labels import CLIP_LABELS, HOC_LABELS, MEDNLI_LABELS, STIGMA_LABELS
 
 # One small valid (target, prediction) sample per base task, to check keys and wiring.
 SAMPLES = {

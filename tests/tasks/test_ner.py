@@ -1,9 +1,9 @@
 """The real NCBI-disease and BC5CDR-disease files parse completely, with SPEC §9's counts."""
 
 import pytest
-from ct5x_tasks import ner
 
 from ct5x.errors import UserInputError
+from ct5x_tasks import ner
 from tests.conftest import SHARED_DATA
 
 # SPEC §9: (lines, `disease*` openers) per split.

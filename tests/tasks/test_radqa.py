@@ -3,11 +3,11 @@
 import json
 
 import pytest
+
+from ct5x.errors import UserInputError
 from ct5x_tasks import radqa
 from ct5x_tasks.family import Formatting
 from ct5x_tasks.windows import TokenCounter
-
-from ct5x.errors import UserInputError
 
 
 def _formatting(training, length=1024, flan=False, deid=False):

@@ -1,12 +1,12 @@
 """Registered names, lookups with suggestions, task facts and metric wiring."""
 
-import ct5x_tasks
 import pytest
 import seqio
+
+import ct5x_tasks
+from ct5x.errors import UserInputError
 from ct5x_tasks import metrics
 from ct5x_tasks.catalog import FAMILIES
-
-from ct5x.errors import UserInputError
 
 BASES = ("mednli", "radqa", "clip", "stigma_adamant", "stigma_compliance", "stigma_other", "hoc",
          "hoc_blurb", "ncbi_disease", "bc5cdr_disease", "custom")

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import seqio
-from ct5x_tasks import folds
 
 from ct5x.errors import UserInputError
+from ct5x_tasks import folds
 
 LENGTHS = {"inputs": 64, "targets": 16}
 

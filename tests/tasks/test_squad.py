@@ -5,6 +5,7 @@ import re
 import string
 
 import pytest
+
 from ct5x_tasks import squad
 
 

@@ -1,11 +1,11 @@
 """Stigma: one CSV, three tasks, the dataset's own folds."""
 
 import pytest
+
+from ct5x.errors import UserInputError
 from ct5x_tasks import stigma
 from ct5x_tasks.family import Formatting
 from ct5x_tasks.windows import TokenCounter
-
-from ct5x.errors import UserInputError
 
 FAMILIES = {family.base: family for family in stigma.FAMILIES}
 

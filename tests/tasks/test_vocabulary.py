@@ -1,12 +1,12 @@
 """The lazily chosen vocabulary."""
 
-import ct5x_tasks
+import gin
 import pytest
 import sentencepiece
-from ct5x_tasks.vocabulary import VOCABULARY
 
-import gin
+import ct5x_tasks
 from ct5x.errors import UserInputError
+from ct5x_tasks.vocabulary import VOCABULARY
 
 
 def test_unset_vocabulary_names_the_three_ways(monkeypatch):

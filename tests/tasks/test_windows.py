@@ -2,6 +2,7 @@
 
 
 import pytest
+
 from ct5x_tasks.windows import TokenCounter, centered_window, word_spans
 
 
