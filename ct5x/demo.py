@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import sys
 import time
@@ -133,6 +132,7 @@ def run(workdir: pathlib.Path, settings: DemoSettings, model_config) -> dict:
 
     import ct5x_tasks
     from ct5x.checkpoints import Checkpoint, convert_checkpoint, load_checkpoint, save_t5x
+    from ct5x.gin_utils import bind
     from ct5x.inference import predict_file, score_file
     from ct5x.models import DecodingOptions, EncoderDecoderModel
     from ct5x.vocabulary import load_vocabulary
@@ -146,7 +146,7 @@ def run(workdir: pathlib.Path, settings: DemoSettings, model_config) -> dict:
 
     print("2/6 folds: 5-fold, grouped, seeded")
     folds = write_cv_folds(settings, data_dir, workdir / "folds")
-    os.environ["CT5X_FOLDS_DIR"] = str(workdir / "folds")
+    bind("ct5x_tasks.data_settings.folds_dir", str(workdir / "folds"))
 
     vocab_size = -(-settings.vocabulary_size // 128) * 128
     config = model_config.replace(vocab_size=vocab_size)

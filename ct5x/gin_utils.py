@@ -66,3 +66,8 @@ def build_model(files: Sequence[str], bindings: Sequence[str] = ()):
 def operative_config() -> str:
     """The bindings a run actually used, to be saved next to its outputs (as T5X does)."""
     return gin.operative_config_str()
+
+
+def bind(parameter: str, value: Any) -> None:
+    """Binds one parameter after parsing, for values only known at run time (e.g. a workdir)."""
+    gin.bind_parameter(parameter, value)

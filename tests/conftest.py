@@ -15,7 +15,6 @@ import sys
 
 import pytest
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 # Test-only helper modules (oracle wrappers, synthetic text) live in tests/support.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
 

@@ -1,10 +1,10 @@
 """The real NCBI-disease and BC5CDR-disease files parse completely, with SPEC §9's counts."""
 
 import pytest
+from data_paths import SHARED_DATA
 
 from ct5x.errors import UserInputError
 from ct5x_tasks import ner
-from tests.conftest import SHARED_DATA
 
 # SPEC §9: (lines, `disease*` openers) per split.
 EXPECTED = {

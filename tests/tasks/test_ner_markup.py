@@ -3,11 +3,11 @@
 import random
 
 import pytest
+from data_paths import SHARED_DATA
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 
 from ct5x_tasks import ner_markup
-from tests.conftest import SHARED_DATA
 
 _WORDS = ["the", "patient", "has", "breast", "cancer", "and", "ataxia", "-", "telangiectasia", "(",
           ")", ",", ".", "CYP2D6", "*", "4", "gene", "syndrome", "of", "type", "I"]
