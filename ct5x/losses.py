@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ct5x.errors import UserInputError
+
 # T5X's names for how the summed token loss is divided before the gradient step.
 LOSS_NORMALIZING_FACTORS = (
     "NONE",  # T5X's default: the plain sum over weighted tokens
@@ -68,8 +70,9 @@ def weighted_loss(
     elif isinstance(loss_normalizing_factor, (int, float)):
         divisor = float(loss_normalizing_factor)
     else:
-        raise ValueError(
-            f"loss_normalizing_factor={loss_normalizing_factor!r}: expected a number or one of "
+        raise UserInputError(
+            f"LossOptions.loss_normalizing_factor={loss_normalizing_factor!r}: expected a number "
+            "or one of "
             f"{', '.join(LOSS_NORMALIZING_FACTORS)}"
         )
     loss = jnp.sum(token_loss * weights) / divisor

@@ -125,3 +125,12 @@ def test_greedy_output_stops_at_eos(pair):
         eos = np.flatnonzero(row == 1)
         if eos.size:
             assert (row[eos[0] + 1 :] == 0).all()
+
+
+def test_unknown_loss_normalizing_factor_names_the_setting(pair):
+    from ct5x.errors import UserInputError
+
+    model, params, _ = pair
+    bad = EncoderDecoderModel(model.config, LossOptions(loss_normalizing_factor="PER_BATCH"))
+    with pytest.raises(UserInputError, match="loss_normalizing_factor='PER_BATCH'"):
+        bad.loss_fn(params, teacher_forced_batch(np.random.default_rng(0)), None)
