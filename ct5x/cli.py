@@ -35,7 +35,7 @@ def _load_model(checkpoint_dir: str):
 def convert_command(args: argparse.Namespace) -> int:
     from ct5x.checkpoints import convert_checkpoint
 
-    convert_checkpoint(args.src, args.dst, to=args.to)
+    convert_checkpoint(args.src, args.dst, to=args.to, t5x_layout=args.t5x_layout)
     print(f"wrote {args.to} checkpoint to {args.dst}")
     return 0
 
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("src")
     convert.add_argument("dst")
     convert.add_argument("--to", choices=("hf", "t5x"), required=True)
+    convert.add_argument(
+        "--t5x-layout", choices=("orbax", "legacy"), default="orbax",
+        help="with --to t5x: Orbax (T5X today) or the legacy msgpack + TensorStore layout",
+    )
     convert.set_defaults(run=convert_command)
 
     predict = commands.add_parser("predict", help="decode each input line")

@@ -87,12 +87,16 @@ def test_score_matches_transformers(hf_dir, torch_model, inputs_file, tmp_path):
 
 
 def test_convert_to_t5x_then_predict_gives_the_same_predictions(hf_dir, inputs_file, tmp_path):
-    t5x_dir = tmp_path / "t5x"
+    t5x_dir, legacy_dir = tmp_path / "t5x", tmp_path / "legacy"
     assert main(["convert", str(hf_dir), str(t5x_dir), "--to", "t5x"]) == 0
-    for name, checkpoint in (("hf", hf_dir), ("t5x", t5x_dir)):
+    assert main(["convert", str(hf_dir), str(legacy_dir), "--to", "t5x",
+                 "--t5x-layout", "legacy"]) == 0
+    assert (legacy_dir / "checkpoint_0" / "checkpoint").is_file()
+    for name, checkpoint in (("hf", hf_dir), ("t5x", t5x_dir), ("legacy", legacy_dir)):
         assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(inputs_file),
                      "--output", str(tmp_path / f"{name}.jsonl"), "--max-decode-length", "6"]) == 0
     assert read_jsonl(tmp_path / "hf.jsonl") == read_jsonl(tmp_path / "t5x.jsonl")
+    assert read_jsonl(tmp_path / "hf.jsonl") == read_jsonl(tmp_path / "legacy.jsonl")
 
 
 def bad_run(capsys, argv):
