@@ -51,11 +51,11 @@ def predict_command(args: argparse.Namespace) -> int:
         alpha=args.alpha,
     )
     model, params, vocabulary = _load_model(args.checkpoint)
-    count = predict_file(
+    outputs = predict_file(
         model, params, vocabulary, args.input, args.output, options,
         batch_size=args.batch_size, max_input_length=args.max_input_length,
     )
-    print(f"wrote {count} predictions to {args.output}")
+    print(f"wrote {len(outputs)} predictions to {args.output}")
     return 0
 
 
@@ -63,11 +63,11 @@ def score_command(args: argparse.Namespace) -> int:
     from ct5x.inference import score_file
 
     model, params, vocabulary = _load_model(args.checkpoint)
-    count = score_file(
+    outputs = score_file(
         model, params, vocabulary, args.input, args.output,
         batch_size=args.batch_size, max_input_length=args.max_input_length,
     )
-    print(f"wrote {count} scores to {args.output}")
+    print(f"wrote {len(outputs)} scores to {args.output}")
     return 0
 
 

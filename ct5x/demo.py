@@ -6,7 +6,8 @@ through the registered SeqIO task (packed batches); save it as a T5X (Orbax) che
 that to a Hugging Face directory; decode and score test sentences from the converted checkpoint;
 compute the task's entity-level metrics. Configured by gin/demo.gin.
 
-    python -m ct5x.demo --workdir demo_output [--gin_file demo.gin] [--gin "DEMO_STEPS = 10"]
+    python -m ct5x.demo --workdir demo_output [--gin_file demo.gin]
+        [--gin "demo.DemoSettings.train_steps = 10"]
 """
 
 from __future__ import annotations
@@ -117,13 +118,15 @@ def write_test_inputs(settings: DemoSettings, path: pathlib.Path) -> list[str]:
     dataset = get_provider(settings.task).get_dataset(
         {"inputs": info.input_length, "targets": info.target_length}, split="test", shuffle=False
     )
-    targets, lines = [], []
-    for example in dataset.take(settings.eval_examples).as_numpy_iterator():
-        lines.append(json.dumps({"inputs": example["inputs_pretokenized"].decode(),
-                                 "targets": example["targets_pretokenized"].decode()}))
-        targets.append(example["targets_pretokenized"].decode())
-    path.write_text("\n".join(lines) + "\n")
-    return targets
+    from ct5x.jsonl import write_atomic
+
+    records = [
+        {"inputs": example["inputs_pretokenized"].decode(),
+         "targets": example["targets_pretokenized"].decode()}
+        for example in dataset.take(settings.eval_examples).as_numpy_iterator()
+    ]
+    write_atomic(path, records)
+    return [record["targets"] for record in records]
 
 
 def run(workdir: pathlib.Path, settings: DemoSettings, model_config) -> dict:
@@ -165,16 +168,15 @@ def run(workdir: pathlib.Path, settings: DemoSettings, model_config) -> dict:
     loaded = load_checkpoint(workdir / "hf")
     eval_model = EncoderDecoderModel(loaded.config.replace(dropout_rate=0.0))
     vocabulary = load_vocabulary(loaded)
-    targets = write_test_inputs(settings, workdir / "test_inputs.jsonl")
+    inputs = workdir / "test_inputs.jsonl"
+    targets = write_test_inputs(settings, inputs)
     options = DecodingOptions(max_decode_length=settings.max_decode_length)
-    predict_file(eval_model, loaded.params, vocabulary, str(workdir / "test_inputs.jsonl"),
-                 str(workdir / "predictions.jsonl"), options, batch_size=16)
-    score_file(eval_model, loaded.params, vocabulary, str(workdir / "test_inputs.jsonl"),
-               str(workdir / "scores.jsonl"), batch_size=16)
-    predictions = [json.loads(line)["prediction"]
-                   for line in (workdir / "predictions.jsonl").read_text().splitlines()]
-    scores = [json.loads(line)["log_likelihood"]
-              for line in (workdir / "scores.jsonl").read_text().splitlines()]
+    predicted = predict_file(eval_model, loaded.params, vocabulary, str(inputs),
+                             str(workdir / "predictions.jsonl"), options, batch_size=16)
+    scored = score_file(eval_model, loaded.params, vocabulary, str(inputs),
+                        str(workdir / "scores.jsonl"), batch_size=16)
+    predictions = [record["prediction"] for record in predicted]
+    scores = [record["log_likelihood"] for record in scored]
 
     print("6/6 metrics (entity-level, fixed scoring)")
     metrics = compute_metrics(settings.task, targets, predictions)

@@ -6,37 +6,23 @@ one), so the whole file compiles once and an example's result does not depend on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import pathlib
-import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from ct5x.errors import UserInputError
+from ct5x.jsonl import read_values, write_atomic
 
 log = logging.getLogger(__name__)
 
 
 def read_jsonl(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, Any]]:
-    """Objects of a JSONL file; a bad line stops with file:line (the line's text is never shown)."""
+    """Objects of a JSONL file, each with the `required` string fields; else file:line stops."""
     records = []
-    try:
-        lines = pathlib.Path(path).read_text(encoding="utf-8").split("\n")
-    except OSError as error:
-        raise UserInputError(f"{path}: cannot read ({error.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserInputError(f"{path}: not UTF-8 text") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserInputError(f"{path}:{number}: not a JSON object") from None
+    for number, record in read_values(path):
         if not isinstance(record, dict):
             raise UserInputError(f"{path}:{number}: not a JSON object")
         for field in required:
@@ -44,22 +30,6 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str]) -> list[dict[st
                 raise UserInputError(f"{path}:{number}: missing string field {field!r}")
         records.append(record)
     return records
-
-
-def write_jsonl_atomic(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
-    """Writes next to `path` and renames, so a failure never leaves a half-written file."""
-    path = pathlib.Path(path)
-    if not path.parent.is_dir():
-        raise UserInputError(f"{path}: folder {path.parent} does not exist")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
 
 
 def tokenize(vocabulary, texts: Sequence[str], eos_id: int) -> list[list[int]]:
@@ -108,8 +78,8 @@ def predict_file(
     options,
     batch_size: int = 8,
     max_input_length: int | None = None,
-) -> int:
-    """Writes each input object plus "prediction"; returns the number of examples."""
+) -> list[dict[str, Any]]:
+    """Writes each input object plus "prediction", and returns those objects."""
     records = read_jsonl(input_path, ["inputs"])
     config = model.config
     inputs = tokenize(vocabulary, [r["inputs"] for r in records], config.eos_id)
@@ -122,8 +92,8 @@ def predict_file(
         )
         for record, ids in zip(records[part], decoded):
             outputs.append({**record, "prediction": vocabulary.decode(ids.tolist())})
-    write_jsonl_atomic(output_path, outputs)
-    return len(records)
+    write_atomic(output_path, outputs)
+    return outputs
 
 
 def score_file(
@@ -134,8 +104,9 @@ def score_file(
     output_path: str,
     batch_size: int = 8,
     max_input_length: int | None = None,
-) -> int:
-    """Writes each input object plus "log_likelihood" of its targets (EOS included)."""
+) -> list[dict[str, Any]]:
+    """Writes each input object plus "log_likelihood" of its targets (EOS included), and returns
+    those objects."""
     records = read_jsonl(input_path, ["inputs", "targets"])
     config = model.config
     inputs = tokenize(vocabulary, [r["inputs"] for r in records], config.eos_id)
@@ -154,5 +125,5 @@ def score_file(
         scores = np.asarray(model.score_batch(params, batch))
         for record, score in zip(records[part], scores):
             outputs.append({**record, "log_likelihood": float(score)})
-    write_jsonl_atomic(output_path, outputs)
-    return len(records)
+    write_atomic(output_path, outputs)
+    return outputs

@@ -26,6 +26,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from ct5x.errors import UserInputError
+from ct5x.jsonl import read_values
 
 from . import ner_markup, squad
 from .labels import CLIP_LABELS, HOC_LABELS, MEDNLI_LABELS, STIGMA_LABELS
@@ -278,20 +279,10 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _read_prediction_lines(path: pathlib.Path, base: str) -> tuple[list[Any], list[str]]:
     """Targets and predictions of a JSONL file; any unusable line is an error naming file:line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{path}: cannot read predictions ({type(error).__name__})") from None
     postprocess = postprocessor_for(base)
     targets: list[Any] = []
     predictions: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserInputError(f"{path}:{number}: not valid JSON") from None
+    for number, record in read_values(path):
         if not isinstance(record, dict) or "target" not in record or "prediction" not in record:
             raise UserInputError(f'{path}:{number}: needs a "target" and a "prediction" field')
         target, prediction = record["target"], record["prediction"]

@@ -64,7 +64,7 @@ def make_hf_t5(tmp_path_factory, spm_model_path):
     import torch
     import transformers
 
-    def make(seed: int = 0, safe_serialization: bool = True, **config_fields) -> pathlib.Path:
+    def make(seed: int = 0, **config_fields) -> pathlib.Path:
         torch.manual_seed(seed)
         fields = dict(TINY_T5_1_1)
         fields.update(config_fields)
@@ -81,7 +81,7 @@ def make_hf_t5(tmp_path_factory, spm_model_path):
             for param in model.parameters():
                 param.normal_(0.0, 0.5)
         out = tmp_path_factory.mktemp("hf_t5")
-        model.save_pretrained(out, safe_serialization=safe_serialization)
+        model.save_pretrained(out)
         shutil.copy(spm_model_path, out / "spiece.model")
         return out
 

@@ -1,0 +1,52 @@
+"""JSON Lines in and out: one reader that names file:line, one writer that never half-writes.
+
+Shared by `ct5x predict/score` and `ct5x metrics`; it knows nothing of their fields. Line text is
+never put in a message: it may be protected health information.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from ct5x.errors import UserInputError
+
+
+def read_values(path: str | os.PathLike) -> list[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line; a line that is not JSON stops."""
+    try:
+        # split("\n"), not splitlines(): JSON strings may hold U+2028 and other line separators.
+        lines = pathlib.Path(path).read_text(encoding="utf-8").split("\n")
+    except OSError as error:
+        raise UserInputError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"{path}: not UTF-8 text") from None
+    values = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            values.append((number, json.loads(line)))
+        except json.JSONDecodeError:
+            raise UserInputError(f"{path}:{number}: not valid JSON") from None
+    return values
+
+
+def write_atomic(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
+    """Writes next to `path` and renames, so a failure never leaves a half-written file."""
+    path = pathlib.Path(path)
+    if not path.parent.is_dir():
+        raise UserInputError(f"{path}: folder {path.parent} does not exist")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
