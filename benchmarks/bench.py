@@ -1,69 +1,132 @@
 """ct5x against transformers' PyTorch T5 on this machine, at the t5_1_1-small shape (vocab 32128).
 
-Measures, in one run: a training step (forward, backward, Adafactor) at batch 8 x 128 input /
-32 target tokens; greedy decoding of 32 tokens for 8 inputs; and a large float32 matmul in JAX and
-in PyTorch, the hardware ceiling. Both models hold the same random weights (ct5x's are converted
-from the PyTorch model), so both decode the same tokens. Prints a table, then one JSON line.
+Both frameworks run on the same CPU cores (the process is pinned to `--threads` cores, which sizes
+XLA's thread pool, and `torch.set_num_threads` gets the same number), hold the same weights (ct5x
+loads the PyTorch model's checkpoint) and see the same batches. Measured, each as the median and
+spread of `--reps` timed repetitions, ct5x and transformers interleaved, with compilation and
+warm-up timed separately and excluded:
 
-    python benchmarks/bench.py [--steps 5] [--repeats 3]
+- training step: forward, backward and Adafactor (transformers' `Adafactor(scale_parameter=False,
+  relative_step=False, warmup_init=False, lr=1e-4)` against ct5x's `hf` flavour), batch 8 x (128
+  input + 32 target tokens), dropout 0.1, float32; model-FLOPs utilisation against the float32
+  matmul rate measured in the same run;
+- greedy decoding and beam search with 3 and 5 beams, 32 new tokens for 8 inputs, against
+  `generate(num_beams=K)`; the EOS row of the output layer is zeroed so every row runs the full
+  length, and the run checks that both produced the same tokens;
+- teacher-forced scoring (`ct5x score`) against a transformers forward pass;
+- the ceilings: a large float32 matmul, and the memory bandwidth that bounds cached decoding.
+
+Prints a table, then one JSON object on the last line. It measures; it asserts no time.
+
+    python benchmarks/bench.py [--threads N] [--reps 5] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
+import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 
+BATCH, INPUT_LENGTH, TARGET_LENGTH, DECODE_LENGTH = 8, 128, 32, 32
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU cores for both frameworks (default: all this process may use)")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: a 2+2-layer model, 8 new tokens, 2 repetitions")
+    return parser.parse_args()
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    # Pinning before jax and torch load: XLA sizes its CPU thread pool from the affinity mask.
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: ARGS.threads])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
 import transformers
 
 from ct5x.checkpoints import load_checkpoint
 from ct5x.config import T5Config
-from ct5x.models import DecodingOptions, EncoderDecoderModel
+from ct5x.models import DecodingOptions, EncoderDecoderModel, LossOptions
+from ct5x.optimizers import OptimizerSettings, make_optimizer
 
-BATCH, INPUT_LENGTH, TARGET_LENGTH, DECODE_LENGTH = 8, 128, 32, 32
 SMALL = T5Config(dropout_rate=0.1)  # t5_1_1 small: d512, 6 heads, mlp 1024, 8+8 layers
+QUICK = SMALL.replace(num_encoder_layers=2, num_decoder_layers=2)
 
 
-def best_seconds(function, repeats: int) -> float:
-    """The fastest of `repeats` timed calls (after one untimed warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+class Timing:
+    """Seconds of the timed repetitions of one measurement, plus its compile/warm-up call."""
+
+    def __init__(self, warmup_s: float):
+        self.warmup_s = warmup_s
+        self.times: list[float] = []
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    def spread(self) -> str:
+        return f"{min(self.times):.3f}-{max(self.times):.3f}"
 
 
-def matmul_gflops(repeats: int, size: int = 4096) -> tuple[float, float]:
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
+
+
+def interleaved(functions: dict[str, Callable[[], object]], reps: int) -> dict[str, Timing]:
+    """One warm-up call each (timed apart), then `reps` rounds calling each once, in turn."""
+    timings = {name: Timing(timed(function)[0]) for name, function in functions.items()}
+    for _ in range(reps):
+        for name, function in functions.items():
+            timings[name].times.append(timed(function)[0])
+    return timings
+
+
+def ready(function: Callable[[], object]) -> Callable[[], object]:
+    """Wraps a JAX call so that its timing includes the computation, not only the dispatch."""
+    return lambda: jax.block_until_ready(function())
+
+
+def matmul_functions(size: int) -> dict[str, Callable[[], object]]:
+    """A float32 size^3 matmul in JAX and in PyTorch: the machine's compute ceiling."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
-    ja, jb = jnp.asarray(a), jnp.asarray(b)
-    jmm = jax.jit(jnp.matmul)
-    jax_s = best_seconds(lambda: jmm(ja, jb).block_until_ready(), repeats)
+    ja, jb, jmm = jnp.asarray(a), jnp.asarray(b), jax.jit(jnp.matmul)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    torch_s = best_seconds(lambda: torch.matmul(ta, tb), repeats)
-    flops = 2.0 * size**3
-    return flops / jax_s / 1e9, flops / torch_s / 1e9
+    return {"jax_matmul": ready(lambda: jmm(ja, jb)), "torch_matmul": lambda: ta @ tb}
 
 
-def make_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    inputs = rng.integers(2, SMALL.vocab_size, (BATCH, INPUT_LENGTH), dtype=np.int32)
-    inputs[:, -1] = SMALL.eos_id
-    targets = rng.integers(2, SMALL.vocab_size, (BATCH, TARGET_LENGTH), dtype=np.int32)
-    targets[:, -1] = SMALL.eos_id
+def read_bandwidth(reps: int, megabytes: int = 512) -> float:
+    """Bytes per second that XLA reads from memory (a sum over an array far larger than caches)."""
+    x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    timing = interleaved({"read": ready(lambda: total(x))}, reps)["read"]
+    return x.nbytes / timing.median
+
+
+def make_batch(config: T5Config, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    inputs = rng.integers(2, config.vocab_size, (BATCH, INPUT_LENGTH), dtype=np.int32)
+    inputs[:, -1] = config.eos_id
+    targets = rng.integers(2, config.vocab_size, (BATCH, TARGET_LENGTH), dtype=np.int32)
+    targets[:, -1] = config.eos_id
     decoder_inputs = np.concatenate([np.zeros((BATCH, 1), np.int32), targets[:, :-1]], axis=1)
     return {
         "encoder_input_tokens": inputs,
@@ -73,41 +136,62 @@ def make_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def hf_model() -> transformers.T5ForConditionalGeneration:
+def hf_model(config: T5Config) -> transformers.T5ForConditionalGeneration:
+    """Random weights with an untied output layer whose EOS row is zero: no row stops early."""
     torch.manual_seed(0)
-    config = transformers.T5Config(**SMALL.to_hf_dict())
-    model = transformers.T5ForConditionalGeneration(config)
-    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.shared.weight) * 0.05)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(**config.to_hf_dict()))
+    weight = torch.randn_like(model.shared.weight) * 0.05
+    weight[config.eos_id] = 0.0
+    model.lm_head.weight = torch.nn.Parameter(weight)
     return model
 
 
-def ct5x_train_seconds(params, batch, steps: int, repeats: int) -> float:
-    model = EncoderDecoderModel(SMALL)
-    optimizer = optax.adafactor(learning_rate=1e-4)
-    state = optimizer.init(params)
+def model_flops_per_step(config: T5Config) -> float:
+    """Matmul FLOPs of one training step (forward x 3): dense layers plus attention products."""
+    d, joined, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
+    gates = len(config.mlp_activations)
+    enc_rows, dec_rows = BATCH * INPUT_LENGTH, BATCH * TARGET_LENGTH
+    attention_dense = 4 * d * joined
+    mlp_dense = (gates + 1) * d * mlp
+    encoder = enc_rows * config.num_encoder_layers * (attention_dense + mlp_dense)
+    encoder += config.num_encoder_layers * 2 * BATCH * INPUT_LENGTH**2 * joined
+    decoder = dec_rows * config.num_decoder_layers * (attention_dense + 2 * d * joined + mlp_dense)
+    decoder += enc_rows * config.num_decoder_layers * 2 * d * joined  # cross-attention keys/values
+    decoder += config.num_decoder_layers * 2 * BATCH * TARGET_LENGTH * (
+        TARGET_LENGTH + INPUT_LENGTH) * joined
+    decoder += dec_rows * d * config.vocab_size
+    return 3 * 2.0 * (encoder + decoder)
+
+
+def decode_bytes_per_step(config: T5Config, params) -> float:
+    """Bytes a cached decoding step must read at least: the decoder's and output layer's weights."""
+    decoder = params["decoder"]
+    return 4.0 * sum(x.size for x in jax.tree.leaves(decoder))
+
+
+def train_functions(config: T5Config, params, torch_model, batch):
+    model = EncoderDecoderModel(config, LossOptions(z_loss=0.0))
+    optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
 
     @jax.jit
     def train_step(params, state, batch, rng):
         grads, _ = jax.grad(model.loss_fn, has_aux=True)(params, batch, rng)
         updates, state = optimizer.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+        return jax.tree.map(jnp.add, params, updates), state
 
-    carry = {"params": params, "state": state}
-    batch = jax.device_put(batch)
+    carry = {"params": params, "state": optimizer.init(params), "step": 0}
+    device_batch = jax.device_put(batch)
 
-    def run():
-        for step in range(steps):
-            new = train_step(carry["params"], carry["state"], batch, jax.random.PRNGKey(step))
-            carry["params"], carry["state"] = new
-        jax.block_until_ready(carry["params"])
+    def ct5x_step():
+        carry["step"] += 1
+        carry["params"], carry["state"] = jax.block_until_ready(train_step(
+            carry["params"], carry["state"], device_batch, jax.random.PRNGKey(carry["step"])
+        ))
 
-    return best_seconds(run, repeats) / steps
-
-
-def hf_train_seconds(model, batch, steps: int, repeats: int) -> float:
-    model.train()
-    optimizer = transformers.optimization.Adafactor(
-        model.parameters(), lr=1e-4, relative_step=False, scale_parameter=False
+    torch_model = copy.deepcopy(torch_model).train()  # the decoders keep the initial weights
+    torch_optimizer = transformers.optimization.Adafactor(
+        torch_model.parameters(), lr=1e-4, scale_parameter=False, relative_step=False,
+        warmup_init=False,
     )
     inputs = {
         "input_ids": torch.from_numpy(batch["encoder_input_tokens"]).long(),
@@ -115,75 +199,152 @@ def hf_train_seconds(model, batch, steps: int, repeats: int) -> float:
         "labels": torch.from_numpy(batch["decoder_target_tokens"]).long(),
     }
 
-    def run():
-        for _ in range(steps):
-            optimizer.zero_grad()
-            model(**inputs).loss.backward()
-            optimizer.step()
+    def hf_step():
+        torch_optimizer.zero_grad()
+        torch_model(**inputs).loss.backward()
+        torch_optimizer.step()
 
-    return best_seconds(run, repeats) / steps
+    return ct5x_step, hf_step
+
+
+def decode_functions(config: T5Config, params, torch_model, batch, num_beams: int, length: int):
+    model = EncoderDecoderModel(config.replace(dropout_rate=0.0))
+    options = DecodingOptions(num_beams=num_beams, max_decode_length=length)
+    predict = jax.jit(model.predict_batch, static_argnames="options")
+    encoder_only = {"encoder_input_tokens": jnp.asarray(batch["encoder_input_tokens"])}
+    input_ids = torch.from_numpy(batch["encoder_input_tokens"]).long()
+    outputs = {}
+
+    def ct5x_decode():
+        outputs["ct5x"] = np.asarray(predict(params, encoder_only, options=options))
+
+    def hf_decode():
+        with torch.no_grad():
+            outputs["hf"] = torch_model.generate(
+                input_ids=input_ids, max_new_tokens=length, do_sample=False, num_beams=num_beams
+            ).numpy()[:, 1:]
+
+    return ct5x_decode, hf_decode, outputs
+
+
+def decode_check(outputs: dict[str, np.ndarray], config: T5Config, length: int) -> dict:
+    ours, theirs = outputs["ct5x"], outputs["hf"]
+    full_length = bool(
+        theirs.shape[1] == length and not np.isin(ours, [config.eos_id, config.pad_id]).any()
+    )
+    same = ours.shape == theirs.shape and bool((ours == theirs).all())
+    differing = int((ours != theirs).any(axis=1).sum()) if ours.shape == theirs.shape else BATCH
+    return {"same_tokens": same, "full_length": full_length, "differing_rows": differing}
+
+
+def score_functions(config: T5Config, params, torch_model, batch):
+    model = EncoderDecoderModel(config.replace(dropout_rate=0.0))
+    score = jax.jit(model.score_batch)
+    device_batch = jax.device_put(batch)
+    inputs = {
+        "input_ids": torch.from_numpy(batch["encoder_input_tokens"]).long(),
+        "decoder_input_ids": torch.from_numpy(batch["decoder_input_tokens"]).long(),
+    }
+    targets = torch.from_numpy(batch["decoder_target_tokens"]).long()
+
+    def hf_score():
+        with torch.no_grad():
+            logits = torch_model(**inputs).logits
+            log_probs = torch.log_softmax(logits, dim=-1)
+            return log_probs.gather(-1, targets[..., None])[..., 0].sum(-1)
+
+    return ready(lambda: score(params, device_batch)), hf_score
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="training steps per timed run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best is kept")
-    args = parser.parse_args()
+    args = ARGS
+    torch.set_num_threads(args.threads)
+    config = QUICK if args.quick else SMALL
+    reps = 2 if args.quick else max(args.reps, 5)
+    decode_length = 8 if args.quick else DECODE_LENGTH
+    print(f"threads: {args.threads} (cores {sorted(os.sched_getaffinity(0))}; XLA_FLAGS="
+          f"{os.environ.get('XLA_FLAGS', '')!r}; torch.get_num_threads()={torch.get_num_threads()})",
+          file=sys.stderr)
 
-    rng = np.random.default_rng(0)
-    batch = make_batch(rng)
-    torch_model = hf_model()
+    batch = make_batch(config, np.random.default_rng(0))
+    torch_model = hf_model(config)
     with tempfile.TemporaryDirectory() as saved:
         torch_model.save_pretrained(saved)
         params = jax.device_put(load_checkpoint(saved).params)
 
-    jax_gflops, torch_gflops = matmul_gflops(args.repeats)
+    rows, result, checks = [], {}, {}
+    size = 1024 if args.quick else 4096
+    # The matmuls run interleaved with the training steps and with scoring, so that the
+    # utilisation and the ceilings compare figures taken under the same conditions.
+    matmuls = matmul_functions(size)
+    bandwidth = read_bandwidth(reps)
 
-    eval_model = EncoderDecoderModel(SMALL.replace(dropout_rate=0.0))
-    options = DecodingOptions(num_beams=1, max_decode_length=DECODE_LENGTH)
-    encoder_only = {"encoder_input_tokens": jnp.asarray(batch["encoder_input_tokens"])}
-    decode_s = best_seconds(
-        lambda: eval_model.predict_batch(params, encoder_only, options).block_until_ready(),
-        args.repeats,
-    )
+    def record(key: str, label: str, tokens: int, timings: dict[str, Timing]) -> None:
+        ours, theirs = timings["ct5x"], timings["hf"]
+        result[f"{key}_tokens_per_s"] = round(tokens / ours.median, 1)
+        result[f"hf_{key}_tokens_per_s"] = round(tokens / theirs.median, 1)
+        result[f"{key}_warmup_s"] = round(ours.warmup_s, 2)
+        result[f"hf_{key}_warmup_s"] = round(theirs.warmup_s, 2)
+        rows.append((label, ours, theirs, tokens))
+        print(f"done: {label}", file=sys.stderr, flush=True)
+
+    ct5x_step, hf_step = train_functions(config, params, torch_model, batch)
+    train = interleaved({"ct5x": ct5x_step, "hf": hf_step, **matmuls}, reps)
+    jax_gflops = 2.0 * size**3 / train["jax_matmul"].median / 1e9
+    torch_gflops = 2.0 * size**3 / train["torch_matmul"].median / 1e9
+    record("train", "train step (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), train)
     torch_model.eval()
-    input_ids = torch.from_numpy(batch["encoder_input_tokens"]).long()
-    with torch.no_grad():
-        hf_decode_s = best_seconds(
-            lambda: torch_model.generate(
-                input_ids=input_ids, max_new_tokens=DECODE_LENGTH, do_sample=False, num_beams=1
-            ),
-            args.repeats,
+    for beams, key in ((1, "decode"), (3, "beam3"), (5, "beam5")):
+        ours, theirs, outputs = decode_functions(
+            config, params, torch_model, batch, beams, decode_length
         )
+        timings = interleaved({"ct5x": ours, "hf": theirs}, reps)
+        record(key, f"{'greedy' if beams == 1 else f'beam {beams}'} (8x{decode_length} new)",
+               BATCH * decode_length, timings)
+        checks[key] = decode_check(outputs, config, decode_length)
+    ours, theirs = score_functions(config, params, torch_model, batch)
+    score = interleaved({"ct5x": ours, "hf": theirs, "jax_matmul": matmuls["jax_matmul"]}, reps)
+    record("score", "scoring (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), score)
+    score_gflops = 2.0 * size**3 / score["jax_matmul"].median / 1e9
 
-    train_s = ct5x_train_seconds(params, batch, args.steps, args.repeats)
-    hf_train_s = hf_train_seconds(torch_model, batch, args.steps, args.repeats)
-
-    train_tokens = BATCH * (INPUT_LENGTH + TARGET_LENGTH)
-    decode_tokens = BATCH * DECODE_LENGTH
-    result = {
-        "train_tokens_per_s": round(train_tokens / train_s, 1),
-        "hf_train_tokens_per_s": round(train_tokens / hf_train_s, 1),
-        "decode_tokens_per_s": round(decode_tokens / decode_s, 1),
-        "hf_decode_tokens_per_s": round(decode_tokens / hf_decode_s, 1),
+    flops = model_flops_per_step(config)
+    score_ceiling = BATCH * (INPUT_LENGTH + TARGET_LENGTH) / (flops / 3 / (score_gflops * 1e9))
+    decode_ceiling = bandwidth / decode_bytes_per_step(config, params) * BATCH
+    result.update({
+        "train_mfu": round(flops / train["ct5x"].median / (jax_gflops * 1e9), 3),
+        "hf_train_mfu": round(flops / train["hf"].median / (jax_gflops * 1e9), 3),
+        "train_model_gflop": round(flops / 1e9, 1),
+        "train_ceiling_tokens_per_s": round(
+            BATCH * (INPUT_LENGTH + TARGET_LENGTH) / (flops / (jax_gflops * 1e9)), 1
+        ),
+        "score_ceiling_tokens_per_s": round(score_ceiling, 1),
         "matmul_gflops": round(jax_gflops, 1),
         "torch_matmul_gflops": round(torch_gflops, 1),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
+        "read_bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "decode_ceiling_tokens_per_s": round(decode_ceiling, 1),
+        "decode_checks": checks,
+        "threads": args.threads,
+        "reps": reps,
+        "quick": args.quick,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "jax": jax.__version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-    }
-    rows = [
-        ("train step, tokens/s (8x(128+32))", result["train_tokens_per_s"],
-         result["hf_train_tokens_per_s"]),
-        ("greedy decode, tokens/s (8x32)", result["decode_tokens_per_s"],
-         result["hf_decode_tokens_per_s"]),
-        ("float32 matmul 4096^3, GFLOP/s", result["matmul_gflops"], result["torch_matmul_gflops"]),
-    ]
-    print(f"{'measure':<36} {'ct5x/JAX':>10} {'HF/PyTorch':>11} {'ratio':>6}")
-    for name, ours, theirs in rows:
-        print(f"{name:<36} {ours:>10.1f} {theirs:>11.1f} {ours / theirs:>6.2f}")
+    })
+    print(f"{'measure (tokens/s, median of ' + str(reps) + ')':<34} {'ct5x':>9} {'HF':>9} "
+          f"{'ratio':>6}  {'ct5x s (spread)':>20} {'HF s (spread)':>20} {'warm-up s':>12}")
+    for label, ours, theirs, tokens in rows:
+        print(f"{label:<34} {tokens / ours.median:>9.1f} {tokens / theirs.median:>9.1f} "
+              f"{theirs.median / ours.median:>6.2f}  {ours.median:>7.3f} ({ours.spread()}) "
+              f"{theirs.median:>7.3f} ({theirs.spread()}) {ours.warmup_s:>5.1f}/{theirs.warmup_s:.1f}")
+    print(f"float32 matmul {size}^3: JAX {jax_gflops:.1f} GFLOP/s, PyTorch {torch_gflops:.1f}; "
+          f"train MFU ct5x {result['train_mfu']:.1%}, HF {result['hf_train_mfu']:.1%}")
+    print(f"matmul ceilings (model FLOPs at the measured rate): train "
+          f"{result['train_ceiling_tokens_per_s']:.0f} tokens/s, scoring {score_ceiling:.0f} tokens/s "
+          f"({score_ceiling / result['hf_score_tokens_per_s']:.2f}x transformers)")
+    print(f"read bandwidth {bandwidth / 1e9:.2f} GB/s -> greedy ceiling "
+          f"{decode_ceiling:.0f} tokens/s ({decode_ceiling / result['hf_decode_tokens_per_s']:.2f}x "
+          f"transformers); decode checks {checks}")
     print(json.dumps(result))
 
 

@@ -1,4 +1,5 @@
-"""The `ct5x` command: convert, predict, score, tasks, folds, metrics.
+"""The `ct5x` command: convert, predict, score, tasks, folds, metrics, and the subcommands of
+the modules in `COMMAND_MODULES` (train, evaluate, report, sweep, demo).
 
 Each subcommand is a small function; heavy imports happen inside them so `ct5x --help` is fast.
 Bad input raises `UserInputError`, printed as one line with exit code 2 (a traceback only with
@@ -8,6 +9,7 @@ Bad input raises `UserInputError`, printed as one line with exit code 2 (a trace
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import traceback
@@ -16,6 +18,12 @@ from ct5x.errors import UserInputError
 from ct5x.startup import import_frameworks_quietly
 
 EXIT_BAD_INPUT = 2
+
+# Modules that add their own subcommands: each defines `register_command(commands)`, which adds a
+# subparser to `commands` and sets its `run` default to a function(args) -> exit code.
+COMMAND_MODULES: tuple[str, ...] = (
+    "ct5x.train", "ct5x.sweep.command", "ct5x.demo", "ct5x.evaluation.commands",
+)
 
 
 def _load_model(checkpoint_dir: str):
@@ -54,6 +62,7 @@ def predict_command(args: argparse.Namespace) -> int:
     outputs = predict_file(
         model, params, vocabulary, args.input, args.output, options,
         batch_size=args.batch_size, max_input_length=args.max_input_length,
+        with_scores=args.with_scores,
     )
     print(f"wrote {len(outputs)} predictions to {args.output}")
     return 0
@@ -110,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("dst")
     convert.add_argument("--to", choices=("hf", "t5x"), required=True)
     convert.add_argument(
-        "--t5x-layout", choices=("orbax", "legacy"), default="orbax",
-        help="with --to t5x: Orbax (T5X today) or the legacy msgpack + TensorStore layout",
+        "--t5x-layout", choices=("orbax", "orbax_zarr", "legacy"), default="orbax",
+        help="with --to t5x: Orbax with OCDBT (what T5X writes today), Orbax with one zarr "
+        "array per directory (older Orbax), or the pre-Orbax msgpack + TensorStore layout",
     )
     convert.set_defaults(run=convert_command)
 
@@ -123,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--alpha", type=float, default=None,
         help="length penalty: HF's exponent (default 1.0) or T5X's alpha (default 0.6)",
+    )
+    predict.add_argument(
+        "--with-scores", action="store_true",
+        help="add a 'score' field: the summed token log-probability (greedy) or the beam's "
+        "final length-penalised score, as T5X's predict_batch_with_aux",
     )
     predict.set_defaults(run=predict_command)
 
@@ -140,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics = commands.add_parser("metrics", help="score predictions with a task's metrics")
     add_metrics_arguments(metrics)
     metrics.set_defaults(run=metrics_command)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register_command(commands)
     return parser
 
 

@@ -17,6 +17,8 @@ _HF_ACTIVATIONS = {
     "gated-gelu_new": ("gelu", "linear"),
 }
 
+REMAT_POLICIES = ("none", "minimal", "full")
+
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:
@@ -42,6 +44,12 @@ class T5Config:
     pad_id: int = 0
     eos_id: int = 1
     decoder_start_id: int = 0
+    # Per-layer rematerialisation in training: "none", "minimal" (keep the dense layers' outputs,
+    # T5X's "minimal") or "full" (keep only each layer's input). Trades compute for memory.
+    remat_policy: str = "none"
+    # Run each stack's identical layers as one lax.scan: deep models compile much faster. The
+    # stored parameter tree is the same either way.
+    scan_layers: bool = False
 
     def __post_init__(self) -> None:
         if self.mlp_activations not in (("relu",), ("gelu", "linear")):
@@ -50,6 +58,10 @@ class T5Config:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise UserInputError(f"dtype={self.dtype!r}: expected 'float32' or 'bfloat16'")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise UserInputError(
+                f"remat_policy={self.remat_policy!r}: expected one of {', '.join(REMAT_POLICIES)}"
+            )
 
     def replace(self, **changes: Any) -> T5Config:
         return dataclasses.replace(self, **changes)

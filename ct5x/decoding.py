@@ -1,7 +1,7 @@
 """Greedy and beam search over a key/value-cached decoder, each a single `lax.while_loop`.
 
-The search functions are pure and traceable; the caller jits them (the model wrapper jits its
-predict step), so that one decode is one XLA program whatever its length. `batch_size`,
+The search functions are pure and traceable; the caller jits them (around the model's
+`predict_batch`), so that one decode is one XLA program whatever its length. `batch_size`,
 `num_beams` and `max_decode_length` must be static (Python ints) under that jit.
 
 Beam search offers two scoring conventions so that results can match either stack:
@@ -128,17 +128,19 @@ def greedy_search(
     decoder_start_id: int,
     eos_id: int,
     pad_id: int = 0,
-) -> jax.Array:
-    """Arg-max decoding; returns [batch, max_decode_length] tokens, pad_id after EOS.
+) -> tuple[jax.Array, jax.Array]:
+    """Arg-max decoding; returns the tokens [batch, max_decode_length] (pad_id after EOS) and
+    each row's summed token log-probability [batch] (EOS included), as T5X's greedy decode does.
 
     Same as transformers `generate(num_beams=1, do_sample=False)` and T5X greedy (top-k 1):
     the loop ends when every row has emitted EOS or max_decode_length tokens exist.
     """
     _check_lengths(batch_size, max_decode_length)
-    return _greedy(
+    final = _greedy(
         tokens_to_logits, initial_cache, batch_size, max_decode_length, decoder_start_id,
         eos_id, pad_id,
-    ).sequences
+    )
+    return final.sequences, final.log_probs
 
 
 class _BeamState(NamedTuple):
@@ -181,7 +183,8 @@ def beam_search(
     batch_size * num_beams rows here and reordered along axis 0 as beams move. `tokens_to_logits`
     sees those N rows (row b*K + k is beam k of example b). `alpha` is Hugging Face's
     length_penalty exponent for style "hf" (default 1.0) and T5X's brevity alpha for "t5x"
-    (default 0.6). The vocabulary must hold at least 2 * num_beams tokens.
+    (default 0.6). Any vocabulary of two or more tokens works, even one smaller than the beam:
+    candidates that descend from an empty beam slot are never kept as hypotheses.
     """
     _check_lengths(batch_size, max_decode_length, num_beams)
     if length_penalty_style not in LENGTH_PENALTY_STYLES:
@@ -211,10 +214,10 @@ def beam_search(
         step = state.step
         logits, cache = tokens_to_logits(state.live_tokens, step, state.cache)  # [N, V]
         vocab_size = logits.shape[-1]
-        if vocab_size < num_candidates:
+        if vocab_size < 2:
             raise UserInputError(
                 f"decoding setting num_beams={num_beams} needs a vocabulary of at least "
-                f"{num_candidates} tokens, the model has {vocab_size}"
+                f"2 tokens, the model has {vocab_size}"
             )
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         log_probs = log_probs.reshape(batch_size, num_beams, vocab_size)
@@ -227,6 +230,8 @@ def beam_search(
         cand_seqs = jnp.take_along_axis(state.live_seqs, cand_beam[:, :, None], axis=1)
         cand_seqs = cand_seqs.at[:, :, step].set(cand_token)  # [batch, 2K, length]
         cand_eos = cand_token == eos_id
+        # Empty beam slots (score NEG_INF) also yield candidates when K * V is small: not real.
+        cand_real = cand_scores > NEG_INF / 2
 
         # Live set: the K best candidates that did not emit EOS.
         live_pick_scores, live_pick = jax.lax.top_k(
@@ -243,7 +248,7 @@ def beam_search(
             ends = (cand_eos | (step == max_decode_length - 1)) & in_top_k[None, :]
         else:
             ends = cand_eos
-        ends = ends & state.searching[:, None]
+        ends = ends & cand_real & state.searching[:, None]
         ended_scores = jnp.where(ends, cand_scores / penalty[step + 1], NEG_INF)
         merged_scores = jnp.concatenate([state.kept_scores, ended_scores], axis=1)
         kept_scores, kept_pick = jax.lax.top_k(merged_scores, num_beams)

@@ -23,18 +23,28 @@ def _include_probe_filter(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Path not found:")
 
 
-def parse_gin(files: Sequence[str], bindings: Sequence[str] = ()) -> None:
-    """Parses gin files (paths or names relative to ct5x's gin/ folder) and extra bindings."""
-    resolved = []
-    for name in files:
-        path = pathlib.Path(name)
-        if not path.is_file() and (GIN_DIR / name).is_file():
-            path = GIN_DIR / name
-        if not path.is_file():
-            raise UserInputError(f"gin: no file {name} (here or under {GIN_DIR})")
-        resolved.append(str(path))
+def _resolve(name: str, roots: Sequence[pathlib.Path]) -> str:
+    """A gin file as given, else the first match under the search roots."""
+    path = pathlib.Path(name)
+    if path.is_file():
+        return str(path)
+    found = next((root / name for root in roots if (root / name).is_file()), None)
+    if found is None:
+        where = ", ".join(str(root) for root in roots)
+        raise UserInputError(f"gin: no file {name} (here or under {where})")
+    return str(found)
+
+
+def parse_gin(
+    files: Sequence[str], bindings: Sequence[str] = (), search_paths: Sequence[str] = ()
+) -> None:
+    """Parses gin files and extra bindings. Files and their `include`s are looked up as given,
+    then under `search_paths` (T5X's --gin_search_paths), then under ct5x's gin/ folder."""
+    roots = [pathlib.Path(root) for root in search_paths] + [GIN_DIR]
+    resolved = [_resolve(name, roots) for name in files]
     gin.clear_config()
-    gin.add_config_file_search_path(str(GIN_DIR))
+    for root in reversed(roots):
+        gin.add_config_file_search_path(str(root))
     root = logging.getLogger()
     root.addFilter(_include_probe_filter)
     try:
@@ -55,6 +65,15 @@ def macro(name: str) -> Any:
     if isinstance(value, gin.config.ConfigurableReference):
         return value.scoped_configurable_fn()
     return value
+
+
+def is_bound(name: str) -> bool:
+    """True when the gin macro `name` has a value."""
+    try:
+        gin.query_parameter(f"%{name}")
+    except ValueError:
+        return False
+    return True
 
 
 def build_model(files: Sequence[str], bindings: Sequence[str] = ()):

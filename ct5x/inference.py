@@ -1,7 +1,8 @@
 """`predict` and `score` over JSONL files: read, tokenize, batch at fixed shapes, write atomically.
 
 Every batch is padded to the same [batch_size, length] shape (dummy all-padding rows fill the last
-one), so the whole file compiles once and an example's result does not depend on its neighbours.
+one), so the whole file compiles once (the model's functions are jitted here) and an example's
+result does not depend on its neighbours.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from ct5x.errors import UserInputError
@@ -78,20 +80,25 @@ def predict_file(
     options,
     batch_size: int = 8,
     max_input_length: int | None = None,
+    with_scores: bool = False,
 ) -> list[dict[str, Any]]:
-    """Writes each input object plus "prediction", and returns those objects."""
+    """Writes each input object plus "prediction" (and with `with_scores`, "score": the
+    sequence score of `predict_batch_with_aux`), and returns those objects."""
     records = read_jsonl(input_path, ["inputs"])
     config = model.config
     inputs = tokenize(vocabulary, [r["inputs"] for r in records], config.eos_id)
     length = round_up(truncate(inputs, max_input_length, "inputs"))
+    predict = jax.jit(model.predict_batch_with_aux, static_argnames="options")
     outputs = []
     for part in batches(len(records), batch_size):
         encoder_tokens = pad_rows(inputs[part], length, batch_size)
-        decoded = np.asarray(
-            model.predict_batch(params, {"encoder_input_tokens": encoder_tokens}, options)
-        )
-        for record, ids in zip(records[part], decoded):
-            outputs.append({**record, "prediction": vocabulary.decode(ids.tolist())})
+        decoded, aux = predict(params, {"encoder_input_tokens": encoder_tokens}, options)
+        decoded, scores = np.asarray(decoded), np.asarray(aux["scores"])
+        for record, ids, score in zip(records[part], decoded, scores):
+            output = {**record, "prediction": vocabulary.decode(ids.tolist())}
+            if with_scores:
+                output["score"] = float(score)
+            outputs.append(output)
     write_atomic(output_path, outputs)
     return outputs
 
@@ -114,6 +121,7 @@ def score_file(
     input_length = round_up(truncate(inputs, max_input_length, "inputs"))
     target_length = round_up(truncate(targets, None, "targets"))
     decoder_inputs = [[config.decoder_start_id] + row[:-1] for row in targets]
+    score_batch = jax.jit(model.score_batch)
     outputs = []
     for part in batches(len(records), batch_size):
         batch = {
@@ -122,7 +130,7 @@ def score_file(
             "decoder_target_tokens": pad_rows(targets[part], target_length, batch_size),
         }
         batch["decoder_loss_weights"] = (batch["decoder_target_tokens"] > 0).astype(np.float32)
-        scores = np.asarray(model.score_batch(params, batch))
+        scores = np.asarray(score_batch(params, batch))
         for record, score in zip(records[part], scores):
             outputs.append({**record, "log_likelihood": float(score)})
     write_atomic(output_path, outputs)

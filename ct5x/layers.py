@@ -2,7 +2,14 @@
 
 Every parameter is created through `nn.with_logical_partitioning`, so `nn.get_partition_spec` on
 the initialised variables gives the logical axes that `ct5x.partitioning` maps to a device mesh.
-Parameters are float32; computation runs in the configured activation dtype.
+Parameters are float32; computation runs in the configured activation dtype, except the attention
+logits, the softmax and the output logits, which are float32 whatever that dtype (as in T5X).
+
+Dense layers multiply 2-D [rows, features] matrices: with a 3-D activation the weight gradient
+contracts two axes, and XLA:CPU then copies the activation gradient into a transposed layout in
+every backward pass. Dropout masks are T5X's: broadcast along the length axis for hidden
+activations and over the queries for attention weights. Each block takes its dropout key as an
+argument (None = no dropout) so that a layer draws the same masks however the stack runs it.
 """
 
 from __future__ import annotations
@@ -12,13 +19,48 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # T5X's default mask value: large enough to zero a softmax weight, small enough to stay finite.
 MASK_VALUE = -1e10
+# Dropout on [batch, length, features] activations: one mask per row, shared along the length.
+HIDDEN_BROADCAST_DIMS = (-2,)
+# Dropout on [batch, heads, queries, keys] attention weights: shared by every query.
+ATTENTION_BROADCAST_DIMS = (-2,)
 
 
 def _init(stddev: float, axes: tuple[str, ...]) -> nn.initializers.Initializer:
     return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def split_key(key: jax.Array | None, count: int) -> list[jax.Array | None]:
+    """`count` independent dropout keys from one key; all None when dropout is off."""
+    if key is None:
+        return [None] * count
+    return list(jax.random.split(key, count))
+
+
+def dropout(
+    x: jax.Array, rate: float, key: jax.Array | None, broadcast_dims: tuple[int, ...]
+) -> jax.Array:
+    """Inverted dropout (as `flax.linen.Dropout`) whose mask is shared along `broadcast_dims`.
+
+    Identity when `key` is None or `rate` is 0. The key is an argument rather than a Flax RNG
+    stream so that a layer draws the same masks whether it runs plainly, rematerialised or scanned.
+    """
+    if key is None or rate == 0.0:
+        return x
+    keep_prob = 1.0 - rate
+    mask_shape = [1 if axis in {d % x.ndim for d in broadcast_dims} else size
+                  for axis, size in enumerate(x.shape)]
+    keep = jnp.broadcast_to(jax.random.bernoulli(key, keep_prob, mask_shape), x.shape)
+    return jax.lax.select(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+
+def matmul_2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """[..., in] x [in, out] -> [..., out] as one [rows, in] x [in, out] product."""
+    rows = x.reshape(-1, x.shape[-1])
+    return jnp.dot(rows, kernel).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class LayerNorm(nn.Module):
@@ -38,7 +80,7 @@ class LayerNorm(nn.Module):
 
 
 class Embed(nn.Module):
-    """The shared token embedding; `attend` gives tied logits for t5_1_0."""
+    """The shared token embedding; `attend` gives tied logits (t5_1_0), always in float32."""
 
     num_embeddings: int
     features: int
@@ -53,8 +95,8 @@ class Embed(nn.Module):
         return jnp.take(self.embedding, token_ids, axis=0).astype(self.dtype)
 
     def attend(self, query: jax.Array) -> jax.Array:
-        # [batch, length, embed] x [vocab, embed] -> [batch, length, vocab]
-        return jnp.einsum("...e,ve->...v", query, self.embedding.astype(self.dtype))
+        """[..., embed] -> float32 [..., vocab] against the embedding table."""
+        return matmul_2d(query.astype(jnp.float32), self.embedding.T)
 
 
 class Dense(nn.Module):
@@ -72,29 +114,51 @@ class Dense(nn.Module):
             _init(self.init_stddev / math.sqrt(x.shape[-1]), self.kernel_axes),
             (x.shape[-1], self.features),
         )
-        return jnp.einsum("...i,io->...o", x, kernel.astype(self.dtype))
+        return matmul_2d(x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+def _first_distance_of_each_log_bucket(
+    max_exact: int, num_log_buckets: int, max_distance: int
+) -> list[int]:
+    """Smallest distance d whose bucket is max_exact + k, for k = 1 .. num_log_buckets - 1.
+
+    T5 puts distance d >= max_exact in bucket max_exact + floor(n * log(d / max_exact) /
+    log(max_distance / max_exact)) with n = num_log_buckets, i.e. the largest k with
+    d**n * max_exact**k >= max_distance**k * max_exact**n: compared here in exact integers.
+    """
+    firsts = []
+    for k in range(1, num_log_buckets):
+        guess = max_exact * (max_distance / max_exact) ** (k / num_log_buckets)
+        d = max(max_exact, int(guess) - 2)
+        while d**num_log_buckets * max_exact**k < max_distance**k * max_exact**num_log_buckets:
+            d += 1
+        firsts.append(d)
+    return firsts
 
 
 def relative_position_bucket(
-    relative_position: jax.Array, bidirectional: bool, num_buckets: int, max_distance: int
-) -> jax.Array:
-    """Maps key_position - query_position to T5's buckets: exact when near, logarithmic when far."""
-    bucket = jnp.zeros_like(relative_position)
+    relative_position: np.ndarray, bidirectional: bool, num_buckets: int, max_distance: int
+) -> np.ndarray:
+    """Maps key_position - query_position (static integers) to T5's buckets, exactly.
+
+    Near distances get a bucket each, far ones logarithmic buckets. Computed in numpy with exact
+    integer comparisons: the float32 logarithm that Mesh TensorFlow and transformers evaluate lands
+    exactly on bucket boundaries (distances 16, 32 and 64 for 32 buckets over 128), where one ulp of
+    a device's log would move a distance into the neighbouring bucket.
+    """
+    relative = np.asarray(relative_position, dtype=np.int64)
+    bucket = np.zeros_like(relative)
     if bidirectional:
         num_buckets //= 2
-        bucket = bucket + (relative_position > 0).astype(jnp.int32) * num_buckets
-        distance = jnp.abs(relative_position)
+        bucket += (relative > 0) * num_buckets
+        distance = np.abs(relative)
     else:
-        distance = jnp.maximum(-relative_position, 0)
+        distance = np.maximum(-relative, 0)
     max_exact = num_buckets // 2
-    is_small = distance < max_exact
-    # Computed in float32 and truncated toward zero, as Mesh TensorFlow and transformers do.
-    log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / math.log(
-        max_distance / max_exact
-    )
-    if_large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
-    if_large = jnp.minimum(if_large, num_buckets - 1)
-    return bucket + jnp.where(is_small, distance, if_large)
+    firsts = _first_distance_of_each_log_bucket(max_exact, num_buckets - max_exact, max_distance)
+    if_large = max_exact + np.searchsorted(np.asarray(firsts, np.int64), distance, side="right")
+    if_large = np.minimum(if_large, num_buckets - 1)
+    return (bucket + np.where(distance < max_exact, distance, if_large)).astype(np.int32)
 
 
 class RelativePositionBiases(nn.Module):
@@ -105,27 +169,38 @@ class RelativePositionBiases(nn.Module):
     num_heads: int
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(
-        self, query_positions: jax.Array, key_positions: jax.Array, bidirectional: bool
-    ) -> jax.Array:
-        """[q_len] and [k_len] absolute positions -> bias [1, heads, q_len, k_len]."""
-        rel_embedding = self.param(
+    def setup(self) -> None:
+        self.rel_embedding = self.param(
             "rel_embedding",
             _init(1.0, ("heads", "relpos_buckets")),
             (self.num_heads, self.num_buckets),
         )
-        relative = key_positions[None, :] - query_positions[:, None]
+
+    def _gather(self, buckets: np.ndarray | jax.Array) -> jax.Array:
+        # [heads, buckets] gathered to [heads, *buckets.shape]
+        return jnp.take(self.rel_embedding, buckets, axis=1).astype(self.dtype)
+
+    def __call__(self, query_length: int, key_length: int, bidirectional: bool) -> jax.Array:
+        """Bias [1, heads, query_length, key_length] for positions 0.. on both sides."""
+        relative = np.arange(key_length)[None, :] - np.arange(query_length)[:, None]
         buckets = relative_position_bucket(
             relative, bidirectional, self.num_buckets, self.max_distance
         )
-        # [heads, buckets] gathered to [heads, q_len, k_len]
-        bias = jnp.take(rel_embedding, buckets, axis=1)
-        return bias[None].astype(self.dtype)
+        return self._gather(buckets)[None]
+
+    def at_position(self, position: jax.Array, key_length: int) -> jax.Array:
+        """Causal bias [1, heads, 1, key_length] of the query at a traced `position`."""
+        # Every relative position a query in [0, key_length) can see, from -(key_length - 1) up.
+        relative = np.arange(-(key_length - 1), key_length)
+        table = self._gather(
+            relative_position_bucket(relative, False, self.num_buckets, self.max_distance)
+        )
+        row = jax.lax.dynamic_slice_in_dim(table, key_length - 1 - position, key_length, axis=1)
+        return row[None, :, None, :]
 
 
 class MultiHeadAttention(nn.Module):
-    """T5 attention: no 1/sqrt(head_dim) (folded into the query init), softmax in float32."""
+    """T5 attention: no 1/sqrt(head_dim) (folded into the query init), float32 logits and softmax."""
 
     num_heads: int
     head_dim: int
@@ -139,7 +214,6 @@ class MultiHeadAttention(nn.Module):
         self.key = Dense(joined, ("embed", "joined_kv"), 1.0, self.dtype)
         self.value = Dense(joined, ("embed", "joined_kv"), 1.0, self.dtype)
         self.out = Dense(self.emb_dim, ("joined_kv", "embed"), 1.0, self.dtype)
-        self.dropout = nn.Dropout(self.dropout_rate)
 
     def _split_heads(self, projected: jax.Array) -> jax.Array:
         projected = projected.reshape(*projected.shape[:-1], self.num_heads, self.head_dim)
@@ -164,19 +238,21 @@ class MultiHeadAttention(nn.Module):
         key: jax.Array,
         value: jax.Array,
         bias: jax.Array | None,
-        deterministic: bool,
+        dropout_key: jax.Array | None,
     ) -> jax.Array:
         """Attends [batch, q_len, embed] queries to [batch, heads, k_len, kv] keys and values.
 
         `bias` broadcasts to [batch, heads, q_len, k_len]: relative positions plus the mask.
         """
         query = self._split_heads(self.query(inputs_q))
-        logits = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
+        logits = jnp.einsum(
+            "bqhd,bhkd->bhqk", query.astype(jnp.float32), key.astype(jnp.float32)
+        )
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        weights = self.dropout(weights, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bhkd->bqhd", weights, value)
+        weights = dropout(weights, self.dropout_rate, dropout_key, ATTENTION_BROADCAST_DIMS)
+        context = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(self.dtype))
         context = context.reshape(*context.shape[:2], self.num_heads * self.head_dim)
         return nn.with_logical_constraint(self.out(context), ("batch", "length", "embed"))
 
@@ -190,7 +266,7 @@ class MlpBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
         names = ["wi"] if len(self.activations) == 1 else [f"wi_{i}" for i in range(len(self.activations))]
         hidden = None
         for name, activation in zip(names, self.activations):
@@ -201,6 +277,6 @@ class MlpBlock(nn.Module):
                 branch = jax.nn.gelu(branch, approximate=True)
             hidden = branch if hidden is None else hidden * branch
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
-        hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
+        hidden = dropout(hidden, self.dropout_rate, dropout_key, HIDDEN_BROADCAST_DIMS)
         out = Dense(x.shape[-1], ("mlp", "embed"), 1.0, self.dtype, name="wo")(hidden)
         return nn.with_logical_constraint(out, ("batch", "length", "embed"))

@@ -9,7 +9,6 @@ and the segment ids when packed).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,7 +57,11 @@ class LossOptions:
 
 
 class EncoderDecoderModel:
-    """Loss, scoring and decoding for one `T5Config`; stateless apart from compiled functions."""
+    """Loss, scoring and decoding for one `T5Config`; stateless.
+
+    Every method is a plain traceable function: the caller jits it with the shardings it wants
+    (`jax.jit(model.predict_batch, static_argnames="options")`), inside its mesh and axis rules.
+    """
 
     def __init__(self, config: T5Config, loss_options: LossOptions = LossOptions()):
         self.config = config
@@ -113,11 +116,11 @@ class EncoderDecoderModel:
             options.z_loss,
             options.label_smoothing,
             options.loss_normalizing_factor,
+            segment_ids=batch.get("decoder_segment_ids"),
         )
         correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
         return loss, {**parts, "loss": loss, "correct_tokens": correct}
 
-    @functools.partial(jax.jit, static_argnums=0)
     def score_batch(self, params: Params, batch: Batch) -> jax.Array:
         """Per-example log-likelihood of the targets: the sum over target tokens, EOS included."""
         targets = batch["decoder_target_tokens"]
@@ -127,13 +130,21 @@ class EncoderDecoderModel:
         token_scores = losses.token_log_likelihood(self.logits(params, batch), targets)
         return jnp.sum(token_scores * weights, axis=-1)
 
-    @functools.partial(jax.jit, static_argnums=(0, 3))
     def predict_batch(
         self, params: Params, batch: Batch, options: DecodingOptions = DecodingOptions()
     ) -> jax.Array:
-        """Decoded tokens [batch, max_decode_length], padding after EOS.
+        """Decoded tokens [batch, max_decode_length], padding after EOS."""
+        return self.predict_batch_with_aux(params, batch, options)[0]
 
-        Encoding, the cross-attention projections and the whole search are one XLA program.
+    def predict_batch_with_aux(
+        self, params: Params, batch: Batch, options: DecodingOptions = DecodingOptions()
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Decoded tokens and {"scores": [batch] float32}, as T5X's `predict_batch_with_aux`.
+
+        The score is the sum of the token log-probabilities (EOS included) for greedy decoding,
+        and the returned beam's final score under the length-penalty style for beam search.
+        Encoding, the cross-attention projections and the whole search trace into one program:
+        jit this (`options` static) and it compiles once per batch shape.
         """
         encoder_tokens = batch["encoder_input_tokens"]
         batch_size = encoder_tokens.shape[0]
@@ -165,13 +176,14 @@ class EncoderDecoderModel:
             "pad_id": self.config.pad_id,
         }
         if options.num_beams == 1:
-            return decoding.greedy_search(tokens_to_logits, cache, **common)
-        tokens, _ = decoding.beam_search(
-            tokens_to_logits,
-            cache,
-            num_beams=options.num_beams,
-            length_penalty_style=options.length_penalty_style,
-            alpha=options.alpha,
-            **common,
-        )
-        return tokens
+            tokens, scores = decoding.greedy_search(tokens_to_logits, cache, **common)
+        else:
+            tokens, scores = decoding.beam_search(
+                tokens_to_logits,
+                cache,
+                num_beams=options.num_beams,
+                length_penalty_style=options.length_penalty_style,
+                alpha=options.alpha,
+                **common,
+            )
+        return tokens, {"scores": scores}

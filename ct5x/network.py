@@ -3,9 +3,16 @@
 `Transformer` has three entry points that the model wrapper (`ct5x.models`) composes: `encode`,
 `decode` (teacher-forced, for the loss and scoring) and, for cached autoregressive decoding,
 `precompute_cross_attention` once per input and `decode_step` once per generated token.
+
+The identical layers of a stack can run rematerialised (`T5Config.remat_policy`) and as one
+`lax.scan` (`T5Config.scan_layers`, for fast compilation of deep models). Either way the stored
+parameters stay T5X's unscanned tree (`layers_0`, `layers_1`, ...): the scan stacks the layers'
+parameters inside the step, and the layer dropout keys do not depend on how the stack runs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -13,6 +20,7 @@ import jax.numpy as jnp
 
 from ct5x.config import T5Config
 from ct5x.layers import (
+    HIDDEN_BROADCAST_DIMS,
     MASK_VALUE,
     Dense,
     Embed,
@@ -20,9 +28,19 @@ from ct5x.layers import (
     MlpBlock,
     MultiHeadAttention,
     RelativePositionBiases,
+    dropout,
+    split_key,
 )
 
 Cache = dict[str, dict[str, jax.Array]]
+KeyValue = tuple[jax.Array, jax.Array]
+
+REMAT_POLICIES = {
+    # Recompute everything in the backward pass except the layer's inputs.
+    "full": jax.checkpoint_policies.nothing_saveable,
+    # T5X's "minimal": keep the dense layers' outputs, recompute the rest.
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 def _dtype(config: T5Config) -> jnp.dtype:
@@ -58,6 +76,10 @@ def _relpos(config: T5Config) -> RelativePositionBiases:
     )
 
 
+def _hidden_dropout(config: T5Config, x: jax.Array, key: jax.Array | None) -> jax.Array:
+    return dropout(x, config.dropout_rate, key, HIDDEN_BROADCAST_DIMS)
+
+
 class EncoderLayer(nn.Module):
     config: T5Config
 
@@ -67,39 +89,14 @@ class EncoderLayer(nn.Module):
         self.attention = _attention(c)
         self.pre_mlp_layer_norm = LayerNorm(c.layer_norm_epsilon, dtype)
         self.mlp = MlpBlock(c.mlp_dim, c.mlp_activations, c.dropout_rate, dtype)
-        self.dropout = nn.Dropout(c.dropout_rate)
 
-    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+        keys = split_key(dropout_key, 4)
         y = self.pre_attention_layer_norm(x)
-        y = self.attention(y, *self.attention.project_kv(y), bias, deterministic)
-        x = x + self.dropout(y, deterministic=deterministic)
-        y = self.mlp(self.pre_mlp_layer_norm(x), deterministic)
-        x = x + self.dropout(y, deterministic=deterministic)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
-
-
-class Encoder(nn.Module):
-    config: T5Config
-    shared_embedding: Embed
-
-    def setup(self) -> None:
-        c = self.config
-        self.relpos_bias = _relpos(c)
-        self.layers = [EncoderLayer(c, name=f"layers_{i}") for i in range(c.num_encoder_layers)]
-        self.encoder_norm = LayerNorm(c.layer_norm_epsilon, _dtype(c))
-        self.dropout = nn.Dropout(c.dropout_rate)
-
-    def __call__(
-        self, tokens: jax.Array, segment_ids: jax.Array | None, deterministic: bool
-    ) -> jax.Array:
-        """[batch, length] token ids (0 = padding) -> [batch, length, embed]."""
-        x = self.dropout(self.shared_embedding(tokens), deterministic=deterministic)
-        positions = jnp.arange(tokens.shape[1])
-        bias = self.relpos_bias(positions, positions, bidirectional=True)
-        bias = bias + attention_mask_bias(tokens > 0, _same_segment(segment_ids, segment_ids))
-        for layer in self.layers:
-            x = layer(x, bias, deterministic)
-        x = self.dropout(self.encoder_norm(x), deterministic=deterministic)
+        y = self.attention(y, *self.attention.project_kv(y), bias, keys[0])
+        x = x + _hidden_dropout(self.config, y, keys[1])
+        y = self.mlp(self.pre_mlp_layer_norm(x), keys[2])
+        x = x + _hidden_dropout(self.config, y, keys[3])
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
@@ -114,32 +111,105 @@ class DecoderLayer(nn.Module):
         self.encoder_decoder_attention = _attention(c)
         self.pre_mlp_layer_norm = LayerNorm(c.layer_norm_epsilon, dtype)
         self.mlp = MlpBlock(c.mlp_dim, c.mlp_activations, c.dropout_rate, dtype)
-        self.dropout = nn.Dropout(c.dropout_rate)
 
     def __call__(
         self,
         x: jax.Array,
-        self_kv: tuple[jax.Array, jax.Array] | None,
         self_bias: jax.Array,
-        cross_kv: tuple[jax.Array, jax.Array],
+        encoded: jax.Array | None,
         cross_bias: jax.Array,
-        deterministic: bool,
+        dropout_key: jax.Array | None,
+        self_kv: KeyValue | None = None,
+        cross_kv: KeyValue | None = None,
     ) -> jax.Array:
-        """`self_kv` None attends to `x` itself; otherwise to the given (cached) keys and values."""
+        """`self_kv` None attends to `x` itself, `cross_kv` None projects `encoded`; otherwise
+        the given (cached, precomputed) keys and values are used."""
+        keys = split_key(dropout_key, 6)
         y = self.pre_self_attention_layer_norm(x)
         key, value = self.self_attention.project_kv(y) if self_kv is None else self_kv
-        y = self.self_attention(y, key, value, self_bias, deterministic)
-        x = x + self.dropout(y, deterministic=deterministic)
+        y = self.self_attention(y, key, value, self_bias, keys[0])
+        x = x + _hidden_dropout(self.config, y, keys[1])
         y = self.pre_cross_attention_layer_norm(x)
-        y = self.encoder_decoder_attention(y, *cross_kv, cross_bias, deterministic)
-        x = x + self.dropout(y, deterministic=deterministic)
-        y = self.mlp(self.pre_mlp_layer_norm(x), deterministic)
-        x = x + self.dropout(y, deterministic=deterministic)
+        if cross_kv is None:
+            cross_kv = self.encoder_decoder_attention.project_kv(encoded)
+        y = self.encoder_decoder_attention(y, *cross_kv, cross_bias, keys[2])
+        x = x + _hidden_dropout(self.config, y, keys[3])
+        y = self.mlp(self.pre_mlp_layer_norm(x), keys[4])
+        x = x + _hidden_dropout(self.config, y, keys[5])
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
-    def step_self_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def step_self_kv(self, x: jax.Array) -> KeyValue:
         """Key and value of the new token(s), to be written into the cache."""
         return self.self_attention.project_kv(self.pre_self_attention_layer_norm(x))
+
+
+def _run_layers(
+    stack: nn.Module,
+    layers: Sequence[nn.Module],
+    x: jax.Array,
+    args: tuple,
+    keys: Sequence[jax.Array | None],
+) -> jax.Array:
+    """Applies `layers` in order: plainly, rematerialised, or as one scan over stacked params.
+
+    Rematerialised and scanned runs apply each layer as a pure function of its parameters, read
+    from the stack's own (unscanned) parameter tree, so the checkpoint layout never changes.
+    """
+    c: T5Config = stack.config
+    if stack.is_initializing() or (c.remat_policy == "none" and not c.scan_layers):
+        for layer, key in zip(layers, keys):
+            x = layer(x, *args, key)
+        return x
+    template = type(layers[0])(c, parent=None)
+    params = [stack.variables["params"][layer.name] for layer in layers]
+
+    def apply_layer(x: jax.Array, layer_params, key: jax.Array | None) -> jax.Array:
+        return template.apply({"params": layer_params}, x, *args, key)
+
+    if c.remat_policy != "none":
+        apply_layer = jax.checkpoint(apply_layer, policy=REMAT_POLICIES[c.remat_policy])
+    if not c.scan_layers:
+        for layer_params, key in zip(params, keys):
+            x = apply_layer(x, layer_params, key)
+        return x
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
+    stacked_keys = None if keys[0] is None else jnp.stack(keys)
+
+    def body(x: jax.Array, scanned) -> tuple[jax.Array, None]:
+        layer_params, key = scanned
+        return apply_layer(x, layer_params, key), None
+
+    x, _ = jax.lax.scan(body, x, (stacked, stacked_keys))
+    return x
+
+
+def _stack_keys(stack: nn.Module, deterministic: bool, count: int) -> list[jax.Array | None]:
+    """Dropout keys for the embedding, each layer and the final norm of one stack."""
+    return split_key(None if deterministic else stack.make_rng("dropout"), count + 2)
+
+
+class Encoder(nn.Module):
+    config: T5Config
+    shared_embedding: Embed
+
+    def setup(self) -> None:
+        c = self.config
+        self.relpos_bias = _relpos(c)
+        self.layers = [EncoderLayer(c, name=f"layers_{i}") for i in range(c.num_encoder_layers)]
+        self.encoder_norm = LayerNorm(c.layer_norm_epsilon, _dtype(c))
+
+    def __call__(
+        self, tokens: jax.Array, segment_ids: jax.Array | None, deterministic: bool
+    ) -> jax.Array:
+        """[batch, length] token ids (0 = padding) -> [batch, length, embed]."""
+        keys = _stack_keys(self, deterministic, len(self.layers))
+        x = _hidden_dropout(self.config, self.shared_embedding(tokens), keys[0])
+        length = tokens.shape[1]
+        bias = self.relpos_bias(length, length, bidirectional=True)
+        bias = bias + attention_mask_bias(tokens > 0, _same_segment(segment_ids, segment_ids))
+        x = _run_layers(self, self.layers, x, (bias,), keys[1:-1])
+        x = _hidden_dropout(self.config, self.encoder_norm(x), keys[-1])
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
 class Decoder(nn.Module):
@@ -151,19 +221,19 @@ class Decoder(nn.Module):
         self.relpos_bias = _relpos(c)
         self.layers = [DecoderLayer(c, name=f"layers_{i}") for i in range(c.num_decoder_layers)]
         self.decoder_norm = LayerNorm(c.layer_norm_epsilon, _dtype(c))
-        self.dropout = nn.Dropout(c.dropout_rate)
         if not c.logits_via_embedding:
-            self.logits_dense = Dense(c.vocab_size, ("embed", "vocab"), 1.0, _dtype(c))
+            # float32 logits, as T5X computes them whatever the activation dtype.
+            self.logits_dense = Dense(c.vocab_size, ("embed", "vocab"), 1.0, jnp.float32)
 
-    def _logits(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        x = self.dropout(self.decoder_norm(x), deterministic=deterministic)
+    def _logits(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+        x = _hidden_dropout(self.config, self.decoder_norm(x), dropout_key)
         if self.config.logits_via_embedding:
-            logits = self.shared_embedding.attend(x) / jnp.sqrt(x.shape[-1]).astype(x.dtype)
+            logits = self.shared_embedding.attend(x) / jnp.sqrt(jnp.float32(x.shape[-1]))
         else:
             logits = self.logits_dense(x)
-        return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
-    def cross_kv(self, encoded: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+    def cross_kv(self, encoded: jax.Array) -> list[KeyValue]:
         return [layer.encoder_decoder_attention.project_kv(encoded) for layer in self.layers]
 
     def __call__(
@@ -176,35 +246,34 @@ class Decoder(nn.Module):
         deterministic: bool,
     ) -> jax.Array:
         """Teacher-forced pass: [batch, target_length] inputs -> float32 logits [.., vocab]."""
+        keys = _stack_keys(self, deterministic, len(self.layers))
         length = decoder_input_tokens.shape[1]
-        x = self.dropout(self.shared_embedding(decoder_input_tokens), deterministic=deterministic)
+        x = _hidden_dropout(self.config, self.shared_embedding(decoder_input_tokens), keys[0])
         positions = jnp.arange(length)
         causal = positions[None, :, None] >= positions[None, None, :]
         same = _same_segment(decoder_segment_ids, decoder_segment_ids)
         causal = causal if same is None else jnp.logical_and(causal, same)
-        self_bias = self.relpos_bias(positions, positions, bidirectional=False)
+        self_bias = self.relpos_bias(length, length, bidirectional=False)
         self_bias = self_bias + jnp.where(causal[:, None], 0.0, MASK_VALUE)
         cross_bias = attention_mask_bias(
             encoder_mask, _same_segment(decoder_segment_ids, encoder_segment_ids)
         )
-        for layer, kv in zip(self.layers, self.cross_kv(encoded)):
-            x = layer(x, None, self_bias, kv, cross_bias, deterministic)
-        return self._logits(x, deterministic)
+        x = _run_layers(self, self.layers, x, (self_bias, encoded, cross_bias), keys[1:-1])
+        return self._logits(x, keys[-1])
 
     def decode_step(
         self,
         tokens: jax.Array,
         position: jax.Array,
         cache: Cache,
-        cross_kv: list[tuple[jax.Array, jax.Array]],
+        cross_kv: list[KeyValue],
         encoder_mask: jax.Array,
     ) -> tuple[jax.Array, Cache]:
         """One token per row at `position`: [rows] ids -> logits [rows, vocab] and the new cache."""
         x = self.shared_embedding(tokens[:, None])
         max_length = next(iter(cache.values()))["key"].shape[2]
-        key_positions = jnp.arange(max_length)
-        self_bias = self.relpos_bias(position[None], key_positions, bidirectional=False)
-        self_bias = self_bias + jnp.where(key_positions <= position, 0.0, MASK_VALUE)
+        self_bias = self.relpos_bias.at_position(position, max_length)
+        self_bias = self_bias + jnp.where(jnp.arange(max_length) <= position, 0.0, MASK_VALUE)
         cross_bias = attention_mask_bias(encoder_mask)
         new_cache = {}
         for i, (layer, kv) in enumerate(zip(self.layers, cross_kv)):
@@ -213,8 +282,8 @@ class Decoder(nn.Module):
             key = jax.lax.dynamic_update_slice_in_dim(entry["key"], key, position, axis=2)
             value = jax.lax.dynamic_update_slice_in_dim(entry["value"], value, position, axis=2)
             new_cache[f"layers_{i}"] = {"key": key, "value": value}
-            x = layer(x, (key, value), self_bias, kv, cross_bias, deterministic=True)
-        return self._logits(x, deterministic=True)[:, 0], new_cache
+            x = layer(x, self_bias, None, cross_bias, None, self_kv=(key, value), cross_kv=kv)
+        return self._logits(x, None)[:, 0], new_cache
 
 
 class Transformer(nn.Module):
@@ -273,7 +342,7 @@ class Transformer(nn.Module):
             enable_dropout,
         )
 
-    def precompute_cross_attention(self, encoded: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+    def precompute_cross_attention(self, encoded: jax.Array) -> list[KeyValue]:
         """Every decoder layer's cross-attention keys and values, computed once per input."""
         return self.decoder.cross_kv(encoded)
 
@@ -282,7 +351,7 @@ class Transformer(nn.Module):
         tokens: jax.Array,
         position: jax.Array,
         cache: Cache,
-        cross_kv: list[tuple[jax.Array, jax.Array]],
+        cross_kv: list[KeyValue],
         encoder_mask: jax.Array,
     ) -> tuple[jax.Array, Cache]:
         return self.decoder.decode_step(tokens, position, cache, cross_kv, encoder_mask)

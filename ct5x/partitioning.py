@@ -7,7 +7,8 @@ a different table. With one device everything is replicated and the rules are no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -19,31 +20,64 @@ from ct5x.errors import UserInputError
 
 LogicalRules = Sequence[tuple[str, str | None]]
 
+# Where "embed" goes for each (activation_partitioning_dims, parameter_partitioning_dims).
+EMBED_RULES: dict[tuple[int, int], tuple[tuple[str, str | None], ...]] = {
+    (1, 1): (("embed", None),),
+    (2, 1): (("embed", "model"),),
+    (1, 2): (("embed", "data"),),
+    (2, 2): (("embed", "model"), ("embed", "data")),
+}
+# Axes that are never sharded (the names T5X's table lists, some unused by ct5x's network).
+REPLICATED_AXES: tuple[tuple[str, None], ...] = tuple(
+    (name, None)
+    for name in ("relpos_buckets", "abspos_buckets", "length", "layers", "stack", "mlp_activations")
+)
+
 
 def standard_logical_axis_rules(
-    activation_partitioning_dims: int = 1, parameter_partitioning_dims: int = 1
+    activation_partitioning_dims: int = 1,
+    parameter_partitioning_dims: int = 1,
+    additional_rules: LogicalRules | None = None,
 ) -> LogicalRules:
-    """T5X's default table: batch over "data"; vocab, mlp, heads and joined_kv over "model".
+    """T5X's default table, rule for rule: batch over "data"; vocab, mlp, heads and joined_kv
+    over "model"; "embed" replicated unless a partitioning dim is 2.
 
-    Two dims additionally shard "embed" over "data" (activations and/or parameters), for models
-    whose parameters do not fit on one device (T5X's 2-D sharding).
+    Rules are a priority list: an axis takes the first rule whose mesh axis its array has not
+    used yet. 2-D activation partitioning shards "embed" over "model" (activations [batch,
+    length, embed] then use both mesh axes; kernels keep "model" for their other axis); 2-D
+    parameter partitioning shards "embed" over "data" (parameters then use both mesh axes;
+    activations keep "data" for "batch", so the clash leaves their "embed" replicated).
+    `additional_rules` are appended, as in T5X.
     """
-    if activation_partitioning_dims not in (1, 2) or parameter_partitioning_dims not in (1, 2):
-        raise UserInputError("activation/parameter_partitioning_dims must be 1 or 2")
+    dims = (activation_partitioning_dims, parameter_partitioning_dims)
+    if dims not in EMBED_RULES:
+        raise UserInputError(
+            f"activation_partitioning_dims={activation_partitioning_dims}, "
+            f"parameter_partitioning_dims={parameter_partitioning_dims}: each must be 1 or 2"
+        )
     rules: list[tuple[str, str | None]] = [
         ("batch", "data"),
         ("vocab", "model"),
         ("mlp", "model"),
         ("heads", "model"),
-        ("joined_kv", "model"),
         ("kv", None),
-        ("length", None),
-        ("relpos_buckets", None),
+        ("joined_kv", "model"),
     ]
-    if activation_partitioning_dims == 2 or parameter_partitioning_dims == 2:
-        rules.append(("embed", "data"))
-    rules.append(("embed", None))
-    return rules
+    if dims == (1, 1):
+        rules[2:2] = EMBED_RULES[dims]  # T5X lists the replicated "embed" third
+    else:
+        rules += EMBED_RULES[dims]
+    return [*rules, *REPLICATED_AXES, *(additional_rules or ())]
+
+
+@contextlib.contextmanager
+def mesh_and_rules(mesh: Mesh, rules: LogicalRules) -> Iterator[None]:
+    """Makes `mesh` and `rules` current, so the network's activation constraints take effect
+    in what is traced (and jitted) inside: enter it around the jitted call, as T5X's
+    partitioner does. jit does not key its trace cache on the rules: jit a function afresh for
+    each rules table it runs under."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
 
 
 def make_mesh(num_partitions: int = 1, devices: Sequence[Any] | None = None) -> Mesh:

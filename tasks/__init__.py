@@ -14,9 +14,13 @@ from ct5x_tasks.registration import (
     task_names,
 )
 from ct5x_tasks.settings import CustomTaskSettings
+from ct5x_tasks.span_corruption import register_span_corruption
+from ct5x_tasks.synthetic import register_synthetic_task
 from ct5x_tasks.vocabulary import VOCABULARY, set_vocabulary_path
 
 register_all()
+register_span_corruption()
+register_synthetic_task()
 
 __all__ = [
     "VOCABULARY",

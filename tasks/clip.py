@@ -4,7 +4,9 @@
 strings (an empty list for none). The id files list one document id per line (an optional first
 line `doc_id`/`id`/`note_id` is a header). Sentences of documents in no id file are counted and
 logged. The input is the sentence after a window of its document: the window holds the sentence
-and grows evenly around it (whole words) until the input reaches 256 tokens (FLAN 512).
+and grows evenly around it (whole words) until `clip: {window} ; {sentence}` reaches 256 tokens
+with EOS. FLAN runs wrap that same text, as the study does: `Context: clip: {window} ;
+{sentence}. Label the above sentence ... Options: {labels}`, within 512 tokens.
 """
 
 import ast
@@ -100,15 +102,16 @@ def load(folder: pathlib.Path) -> list[Record]:
     return records
 
 
+FLAN_INSTRUCTION = (
+    ". Label the above sentence as an empty string or as one or more of the following options, "
+    "delimited by comma: Options: " + ", ".join(CLIP_LABELS)
+)
+
+
 def prompt(window: str, sentence: str, flan: bool) -> str:
-    """SPEC §4's T5 prefix or FLAN instruction."""
-    if flan:
-        return (
-            f"Context: {window} ; {sentence}. Label the above sentence as an empty string or as "
-            "one or more of the following options, delimited by comma: Options: "
-            + ", ".join(CLIP_LABELS)
-        )
-    return f"clip: {window} ; {sentence}"
+    """The study's input: `clip: ` prefix, and for FLAN that text inside the instruction."""
+    text = f"clip: {window} ; {sentence}"
+    return f"Context: {text}{FLAN_INSTRUCTION}" if flan else text
 
 
 class _Document:
@@ -128,23 +131,33 @@ class _Document:
         return " ".join(self.words[lo:hi])
 
 
+def window_length(formatting: Formatting) -> int:
+    """Tokens (EOS included) for `clip: {window} ; {sentence}`: the T5 input length, or half the
+    FLAN input length (the study sizes FLAN's window for 256 tokens and allows 512)."""
+    return formatting.input_length // 2 if formatting.flan else formatting.input_length
+
+
 def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[str, str]]:
     """Window of the document ; sentence -> sorted labels joined by ', ' ('' for none)."""
     documents: dict[int, _Document] = {}
     examples, over = [], 0
+    budget = window_length(formatting) - 1
     for record in records:
         sentences = record.fields["sentences"]
         document = documents.get(id(sentences))
         if document is None:
-            document = documents[id(sentences)] = _Document(sentences, formatting)
+            try:
+                document = documents[id(sentences)] = _Document(sentences, formatting)
+            except UserInputError as error:
+                raise UserInputError(f"record {record.id}: {error}") from None
         index = record.fields["index"]
         sentence = " ".join(document.sentences[index])
-        overhead = formatting.counter.text(prompt("", sentence, formatting.flan))
-        window = document.window(index, formatting.input_budget - overhead)
-        inputs = prompt(window, sentence, formatting.flan)
-        over += formatting.counter.text(inputs) > formatting.input_budget
+        overhead = formatting.counter.text(prompt("", sentence, flan=False))
+        window = document.window(index, budget - overhead)
+        over += formatting.counter.text(prompt(window, sentence, flan=False)) > budget
         examples.append(
-            {"id": record.id, "inputs": inputs, "targets": ", ".join(record.fields["labels"])}
+            {"id": record.id, "inputs": prompt(window, sentence, formatting.flan),
+             "targets": ", ".join(record.fields["labels"])}
         )
     if over:
         logger.info("clip: %d sentences exceed the input alone; they are truncated", over)

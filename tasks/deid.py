@@ -1,43 +1,111 @@
-"""MIMIC de-identification spans `[**...**]` replaced by short tags, for MIMIC-T5 runs.
+"""MIMIC de-identification spans `[**...**]` rewritten as the tags MIMIC-T5 saw, for its runs.
 
-MIMIC-III marks each removed identifier as `[**<kind or surrogate>**]`, e.g. `[**First Name8
-(NamePattern2) 123**]`, `[**Hospital1 18**]`, `[**2101-10-20**]`. MIMIC-T5 was pretrained on notes
-whose spans were rewritten as tags, so its runs see tags too. The first rule below whose pattern
-matches the span's content picks the tag; a span no rule matches becomes [Redacted].
+MIMIC marks each removed identifier as `[**<kind or surrogate>**]`, e.g. `[**First Name8
+(NamePattern2) 123**]`, `[**Hospital1 18**]`, `[**2101-10-20**]`. The study (after the Clinical-T5
+authors' preprocessing) rewrites them with this rule, reproduced exactly:
+1. the first kind in `DEID_TAGS`, in that order, found in the span's content (as written or in
+   lower case) gives the tag: `Hospital1 18` -> `[Company]`, `Wardname` -> `[Name]` (its lower
+   case contains `name`, listed before `Wardname`);
+2. otherwise a content with three `-`-separated parts is a date and stays as text
+   (`2101-10-20`); digits only -> `[Reg#]`; digits with `-` or `/` stay as text (`10-20`);
+   a content naming a month stays as text; an empty content is removed; `Ethnicity` stays;
+3. anything else is an error naming its kind (its letters, digits removed), never its text.
+The pieces around each span are then joined by single spaces, as the study joins them
+(`a [**X**], b` -> `a [X] , b`); empty pieces are left out.
+Spans do not cross lines.
 """
 
 import re
 
-_SPAN = re.compile(r"\[\*\*(.*?)\*\*\]", re.DOTALL)
+from ct5x.errors import UserInputError
 
-# (tag, pattern searched in the span's content), first match wins; order matters where kinds
-# overlap ("Hospital Unit Name" is a hospital, "MD Number" an identifier, "Doctor Last Name" a name).
-DEID_RULES: tuple[tuple[str, re.Pattern], ...] = tuple(
-    (tag, re.compile(pattern, re.IGNORECASE))
-    for tag, pattern in (
-        ("[Date]", r"^\s*\d[\d\s/\-]*$|\b(year|month|day|date|holiday)\b"),
-        ("[Age]", r"\bage\b"),
-        ("[Phone]", r"telephone|fax|pager|phone"),
-        ("[Contact]", r"e-?mail|\burl\b|contact info"),
-        ("[Hospital]", r"hospital|ward"),
-        ("[ID]", r"number|social security|\bssn\b|\bmrn\b|record|serial"),
-        ("[Name]", r"name|initials|doctor|attending|dictator|provider"),
-        ("[Organization]", r"company|university|college"),
-        ("[Location]", r"location|address|street|state|country|po box|county|zip"),
-    )
+_SPAN = re.compile(r"\[\*\*(.*?)\*\*\]")
+
+# (kind, tag), first match wins. The order is the study's, and it decides overlapping kinds.
+DEID_TAGS: tuple[tuple[str, str], ...] = (
+    ("First Name", "[Name]"),
+    ("Last Name", "[Name]"),
+    ("Clip Number (Radiology)", "[Reg#]"),
+    ("Hospital", "[Company]"),
+    ("Numeric Identifier", "[Reg#]"),
+    ("Location", "[LOC]"),
+    ("Initials", "[Name]"),
+    ("Known lastname", "[Name]"),
+    ("Known firstname", "[Name]"),
+    ("Age over 90", "[Age]"),
+    ("Medical Record Number", "[Reg#]"),
+    ("Telephone/Fax", "[#]"),
+    ("Name", "[Name]"),
+    ("Street Address", "[LOC]"),
+    ("Date Range", "[DR]"),
+    ("Date range", "[DR]"),
+    ("Serial Number", "[#]"),
+    ("Social Security Number", "[#]"),
+    ("State", "[State]"),
+    ("E-mail address", "[CI]"),
+    ("Company", "[Company]"),
+    ("Pager number", "[#]"),
+    ("Country", "[Country]"),
+    ("MD Number", "[Reg#]"),
+    ("Wardname", "[LOC]"),
+    ("College", "[Company]"),
+    ("Apartment Address", "[LOC]"),
+    ("URL", "[URL]"),
+    ("CC Contact Info", "[CI]"),
+    ("Attending Info", "[CI]"),
+    ("Job Number", "[Reg#]"),
+    ("Year", "[YR]"),
+    ("Month", "[MO]"),
+    ("Day", "[DAY]"),
+    ("Holiday", "[DAY]"),
+    ("Unit Number", "[Reg#]"),
+    ("PO Box", "[LOC]"),
+    ("Dictator Info", "[CI]"),
+    ("Provider Number", "[#]"),
 )
 
-DEFAULT_TAG = "[Redacted]"
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+# Contents the study keeps as text although no kind names them.
+KEPT_KINDS = ("Ethnicity",)
+
+
+def span_kind(content: str) -> str:
+    """What a span's content says about its kind, without its digits (safe to show)."""
+    return " ".join(re.sub(r"\d+", " ", content).split())
 
 
 def deid_tag(content: str) -> str:
-    """The tag for one span's content (the text between `[**` and `**]`)."""
-    for tag, pattern in DEID_RULES:
-        if pattern.search(content):
+    """The replacement of one span's content (the text between `[**` and `**]`)."""
+    for kind, tag in DEID_TAGS:
+        if kind in content or kind.lower() in content:
             return tag
-    return DEFAULT_TAG
+    if len(content.split("-")) == 3:
+        return content
+    if content.strip().isnumeric():
+        return "[Reg#]"
+    if content.replace("-", "").replace("/", "").isnumeric():
+        return content
+    if any(month in content for month in MONTHS):
+        return content
+    if not content.strip():
+        return ""
+    if any(kind in content for kind in KEPT_KINDS):
+        return content
+    raise UserInputError(
+        f"a de-identification span of kind {span_kind(content)!r} has no tag; known kinds: "
+        f"{', '.join(kind for kind, _ in DEID_TAGS)}"
+    )
 
 
 def deidentify(text: str) -> str:
-    """`text` with every `[**...**]` span replaced by its tag; other text is unchanged."""
-    return _SPAN.sub(lambda match: deid_tag(match.group(1)), text)
+    """`text` with every `[**...**]` span replaced; text without spans is returned unchanged."""
+    pieces, last = [], 0
+    for match in _SPAN.finditer(text):
+        pieces += [text[last : match.start()], deid_tag(match.group(1))]
+        last = match.end()
+    if not pieces:
+        return text
+    pieces.append(text[last:])
+    return " ".join(piece for piece in pieces if piece != "")

@@ -4,6 +4,7 @@ import dataclasses
 import pathlib
 from collections.abc import Callable, Sequence
 
+from ct5x.errors import UserInputError
 from ct5x_tasks.deid import deidentify
 from ct5x_tasks.records import Record
 from ct5x_tasks.windows import TokenCounter
@@ -11,13 +12,19 @@ from ct5x_tasks.windows import TokenCounter
 
 @dataclasses.dataclass(frozen=True)
 class Formatting:
-    """How one task variant turns records into text: prompt style, de-id, training or evaluation."""
+    """How one task variant turns records into text: prompt style, de-id, training or evaluation.
+
+    `split` is the seqio split being built ('train', 'validation', 'test'); `anchor_compatible`
+    is the study-compatibility switch (`settings.anchor_settings`) read when the dataset is built.
+    """
 
     flan: bool
     deid: bool
     training: bool
     input_length: int
     counter: TokenCounter
+    split: str | None = None
+    anchor_compatible: bool = False
 
     def clean(self, text: str) -> str:
         """The text with MIMIC de-identification spans replaced by tags when the variant asks."""
@@ -36,7 +43,8 @@ class Family:
     `load(folder)` reads all source splits into `Record`s; `source_files(folder)` lists the raw
     files (their digest pins folds.json); `to_examples(records, formatting)` returns one
     {"id", "inputs", "targets"} dict per record, in order. `fixed_fold_field` names the
-    record field that already assigns train+dev records to folds (Stigma's `fold_eval`).
+    record field that already assigns records to folds (Stigma's `fold_eval`): such a family's
+    folds follow the study's rule (`folds.study_folds`).
     """
 
     base: str
@@ -64,11 +72,10 @@ def simple_examples(
     """Examples for families whose input and target depend on one record alone."""
     examples = []
     for record in records:
-        inputs, targets = make(record)
+        try:
+            inputs, targets = make(record)
+        except UserInputError as error:
+            raise UserInputError(f"record {record.id}: {error}") from None
         examples.append({"id": record.id, "inputs": inputs, "targets": targets})
     return examples
 
-
-def or_join(options: Sequence[str]) -> str:
-    """'a, b or c': how the FLAN instructions list their options."""
-    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]

@@ -1,4 +1,4 @@
-"""Label sets of the paper's classification tasks (SPEC §4), in the order each dataset defines them."""
+"""Label sets of the paper's classification tasks, in the order the study's code lists them."""
 
 MEDNLI_LABELS = ("entailment", "contradiction", "neutral")
 
@@ -18,22 +18,20 @@ STIGMA_LABELS = {
     "other": ("exclude", "negative", "neutral", "positive"),
 }
 
-STIGMA_ASPECTS = {
-    "adamant": "the credibility and obstinacy of the patient",
-    "compliance": "the patient's compliance with medical advice",
-    "other": "the patient's behavior and demeanor",
-}
-
-# BLURB's abstract-level HoC numbers the hallmarks 0-9 alphabetically and uses 10 for "none".
+# The hallmarks in the study's class order (its `prompt_classes`): the FLAN instruction lists them
+# in this order, and a target names its labels in this order.
 HOC_LABELS = (
-    "activating invasion and metastasis",
-    "avoiding immune destruction",
-    "cellular energetics",
-    "enabling replicative immortality",
     "evading growth suppressors",
+    "tumor promoting inflammation",
+    "enabling replicative immortality",
+    "cellular energetics",
+    "resisting cell death",
+    "activating invasion and metastasis",
     "genomic instability and mutation",
     "inducing angiogenesis",
-    "resisting cell death",
     "sustaining proliferative signaling",
-    "tumor promoting inflammation",
+    "avoiding immune destruction",
 )
+
+# SciFive's and BLURB's abstract-level HoC number the hallmarks 0-9 alphabetically; 10 is "none".
+HOC_BLURB_IDS = tuple(sorted(HOC_LABELS))

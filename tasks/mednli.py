@@ -1,9 +1,10 @@
 """MedNLI: `mli_{train,dev,test}_v1.jsonl` with sentence1, sentence2, gold_label, pairID."""
 
+import logging
 import pathlib
 from collections.abc import Sequence
 
-from ct5x_tasks.family import Family, Formatting, or_join, simple_examples
+from ct5x_tasks.family import Family, Formatting, simple_examples
 from ct5x_tasks.labels import MEDNLI_LABELS
 from ct5x_tasks.records import (
     SOURCE_SPLITS,
@@ -12,6 +13,8 @@ from ct5x_tasks.records import (
     load_jsonl_splits,
     require_fields,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def source_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -40,24 +43,38 @@ def load(folder: pathlib.Path) -> list[Record]:
 
 
 def prompt(premise: str, hypothesis: str, flan: bool) -> str:
-    """SPEC §4's T5 prefix (hypothesis ends with a period) or FLAN instruction."""
+    """The study's prompt: hypothesis stripped, and "." appended to the whole prompt (T5 and
+    FLAN) unless it already ends with one. A leading byte-order mark is dropped, as the study's
+    utf-8-sig decoding does."""
+    premise, hypothesis = premise.removeprefix("\ufeff"), hypothesis.removeprefix("\ufeff")
     if flan:
-        return f"Answer {or_join(MEDNLI_LABELS)}. Premise: {premise} Hypothesis: {hypothesis}"
-    hypothesis = hypothesis.rstrip()
-    if not hypothesis.endswith("."):
-        hypothesis += "."
-    return f"mednli premise: {premise} hypothesis: {hypothesis}"
+        text = f"Answer entailment, contradiction or neutral. Premise: {premise} Hypothesis: "
+    else:
+        text = f"mednli premise: {premise} hypothesis: "
+    text += hypothesis.strip()
+    return text if text.endswith(".") else text + "."
 
 
 def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[str, str]]:
-    """Input per the prompt style; target is the label word."""
+    """Input per the prompt style, de-identified as a whole; target is the label word.
+
+    With the anchor switch on, examples whose input exceeds the input length less 2 tokens are
+    dropped from every split, as the study did (test included); otherwise nothing is dropped.
+    """
 
     def make(record: Record) -> tuple[str, str]:
-        premise = formatting.clean(record.fields["sentence1"])
-        hypothesis = formatting.clean(record.fields["sentence2"])
-        return prompt(premise, hypothesis, formatting.flan), record.fields["gold_label"]
+        inputs = prompt(record.fields["sentence1"], record.fields["sentence2"], formatting.flan)
+        return formatting.clean(inputs), record.fields["gold_label"]
 
-    return simple_examples(records, make)
+    examples = simple_examples(records, make)
+    if not formatting.anchor_compatible:
+        return examples
+    limit = formatting.input_length - 2
+    kept = [example for example in examples if formatting.counter.text(example["inputs"]) <= limit]
+    if len(kept) < len(examples):
+        logger.warning("mednli (anchor-compatible): dropped %d of %d %s examples longer than %d "
+                       "tokens", len(examples) - len(kept), len(examples), formatting.split, limit)
+    return kept
 
 
 FAMILY = Family(

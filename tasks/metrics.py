@@ -1,4 +1,4 @@
-"""Metrics of the paper's tasks as SeqIO postprocessors and metric functions (SPEC §4, §6).
+"""Metrics of the paper's tasks as SeqIO postprocessors and metric functions.
 
 Every score is a fraction in [0, 1]. Per task family:
 - single label (MedNLI, Stigma): accuracy and macro-F1 over the task's labels (sklearn,
@@ -6,18 +6,25 @@ Every score is a fraction in [0, 1]. Per task family:
   gold class for F1, and a false positive of no class; `invalid_predictions` counts them.
 - multi-label (CLIP, HoC): outputs are labels joined by ", "; "" or "none" is the empty set. A
   predicted label outside the label set is ignored for scoring and counted in `unknown_labels`.
-  CLIP: macro- and micro-F1 over its 7 labels. HoC: micro P/R/F1 pooled over (example, label)
-  pairs; "none" is no class (the anchors counted it as a positive class: `anchor_compatible`).
+  CLIP: macro- and micro-F1 over its 7 labels, names matched case-insensitively (as the study
+  did). HoC: micro P/R/F1 pooled over (example, label) pairs; "none" is no class.
 - RadQA: SQuAD 2.0 F1 and exact match (`ct5x_tasks.squad`).
-- NER: entity-level P/R/F1 over the `disease* ... *disease` markup (`ct5x_tasks.ner_markup`);
-  `anchor_compatible` reproduces the anchors' scorer (PAD padding, positional comparison).
+- NER: entity-level P/R/F1 over the `disease* ... *disease` markup (`ct5x_tasks.ner_markup`).
 A class with no gold and no predicted example scores 0 in macro averages (sklearn zero_division=0).
+
+The anchor switch (`ct5x_tasks.anchor_settings.anchor_compatible`, CT5X_ANCHOR_COMPATIBLE, or
+`ct5x metrics --anchor-compatible`) scores as the study's code did: single-label macro-F1 is plain
+`f1_score(average='macro')` over the labels seen on either side, so each distinct invalid output is
+an extra class with F1 0 and a label absent from both sides is skipped; HoC counts "none" as a
+positive class; NER uses the anchors' tagger (PAD padding, positional comparison). Metric functions
+registered with SeqIO read the switch each time they score, so checkpoint selection follows it.
 """
 
 import argparse
 import difflib
 import json
 import pathlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +37,7 @@ from ct5x.jsonl import read_values
 
 from . import ner_markup, squad
 from .labels import CLIP_LABELS, HOC_LABELS, MEDNLI_LABELS, STIGMA_LABELS
+from .settings import anchor_settings
 
 MetricFn = Callable[[Sequence, Sequence], dict[str, float]]
 
@@ -88,10 +96,23 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def parse_labels(text: str) -> tuple[str, ...]:
-    """A multi-label output as its sorted distinct labels; "" and "none" are the empty set."""
+_CLIP_BY_LOWER = {label.lower(): label for label in CLIP_LABELS}
+
+
+def parse_labels(text: str, canonical: dict[str, str] | None = None) -> tuple[str, ...]:
+    """A multi-label output as its sorted distinct labels; "" and "none" are the empty set.
+
+    `canonical` maps lower-cased names to label names, for case-insensitive matching.
+    """
     parts = {part.strip() for part in text.split(LABEL_SEPARATOR)}
+    if canonical:
+        parts = {canonical.get(part.lower(), part) for part in parts}
     return tuple(sorted(part for part in parts if part and part != NO_LABEL))
+
+
+def resolve_anchor(anchor_compatible: bool | None) -> bool:
+    """An explicit choice, or the configured anchor switch when None."""
+    return anchor_settings() if anchor_compatible is None else bool(anchor_compatible)
 
 
 def _answers(value: Any) -> list[str]:
@@ -111,7 +132,7 @@ def postprocessor_for(base_task: str) -> Callable[..., Any]:
 
     def postprocess(output_or_target: Any, example: Any = None, is_target: bool = False) -> Any:
         if base in MULTI_LABEL_TASKS:
-            return parse_labels(_text(output_or_target))
+            return parse_labels(_text(output_or_target), _CLIP_BY_LOWER if base == "clip" else None)
         if base in QA_TASKS and is_target:
             if example is not None and "answers" in example:
                 return _answers(example["answers"])
@@ -141,16 +162,21 @@ def _check_targets(base: str, targets: Sequence) -> None:
             raise ValueError(f"target {index}: {reason}")
 
 
-def _single_label_metric(base: str) -> MetricFn:
+def _single_label_metric(base: str, anchor_compatible: bool | None) -> MetricFn:
     labels = list(SINGLE_LABEL_TASKS[base])
 
     def metric(targets: Sequence, predictions: Sequence) -> dict[str, float]:
         _check_targets(base, targets)
+        if resolve_anchor(anchor_compatible):
+            with warnings.catch_warnings():  # sklearn warns about the 0/0 it scores as 0
+                warnings.simplefilter("ignore")
+                macro_f1 = f1_score(targets, predictions, average="macro")
+        else:
+            macro_f1 = f1_score(targets, predictions, labels=labels, average="macro",
+                                zero_division=0)
         return {
             "accuracy": float(accuracy_score(targets, predictions)),
-            "macro_f1": float(
-                f1_score(targets, predictions, labels=labels, average="macro", zero_division=0)
-            ),
+            "macro_f1": float(macro_f1),
             "invalid_predictions": float(sum(p not in labels for p in predictions)),
         }
 
@@ -184,12 +210,12 @@ def with_none_as_class(label_sets: Sequence[Sequence[str]]) -> list[tuple[str, .
     return [tuple(labels) if labels else (NO_LABEL,) for labels in label_sets]
 
 
-def _hoc_metric(base: str, anchor_compatible: bool) -> MetricFn:
+def _hoc_metric(base: str, anchor_compatible: bool | None) -> MetricFn:
     def metric(targets: Sequence, predictions: Sequence) -> dict[str, float]:
         _check_targets(base, targets)
         classes = HOC_LABELS
         unknown = _unknown_label_count(predictions, classes)
-        if anchor_compatible:
+        if resolve_anchor(anchor_compatible):
             classes = HOC_LABELS + (NO_LABEL,)
             targets, predictions = with_none_as_class(targets), with_none_as_class(predictions)
         precision, recall, f1, _ = precision_recall_fscore_support(
@@ -213,27 +239,27 @@ def _radqa_metric(targets: Sequence, predictions: Sequence) -> dict[str, float]:
     return squad.squad_v2_scores(targets, predictions)
 
 
-def _ner_metric(base: str, anchor_compatible: bool) -> MetricFn:
-    score = ner_markup.anchor_entity_scores if anchor_compatible else ner_markup.entity_scores
-
+def _ner_metric(base: str, anchor_compatible: bool | None) -> MetricFn:
     def metric(targets: Sequence, predictions: Sequence) -> dict[str, float]:
         if not targets:
             raise ValueError("no examples to score")
-        return score(targets, predictions)
+        if resolve_anchor(anchor_compatible):
+            return ner_markup.anchor_entity_scores(targets, predictions)
+        return ner_markup.entity_scores(targets, predictions)
 
     metric.__name__ = f"{base}_metrics"
     return metric
 
 
-def metric_fns_for(base_task: str, anchor_compatible: bool = False) -> list[MetricFn]:
+def metric_fns_for(base_task: str, anchor_compatible: bool | None = None) -> list[MetricFn]:
     """SeqIO metric functions `fn(targets, predictions)` over postprocessed values.
 
-    `anchor_compatible` switches HoC and the NER tasks to the anchors' scoring (SPEC §6); the
-    other tasks score the same either way.
+    `anchor_compatible` switches MedNLI, Stigma, HoC and the NER tasks to the study's scoring
+    (module docstring); None reads the anchor switch each time a function scores.
     """
     base = base_task_of(base_task)
     if base in SINGLE_LABEL_TASKS:
-        return [_single_label_metric(base)]
+        return [_single_label_metric(base, anchor_compatible)]
     if base == "clip":
         return [_clip_metric]
     if base in MULTI_LABEL_TASKS:
@@ -247,9 +273,10 @@ def compute_metrics(
     base_task: str,
     targets: Sequence[Any],
     predictions: Sequence[Any],
-    anchor_compatible: bool = False,
+    anchor_compatible: bool | None = None,
 ) -> dict[str, float]:
-    """All metrics of a task from raw targets and predictions (postprocessed here)."""
+    """All metrics of a task from raw targets and predictions (postprocessed here); None reads
+    the anchor switch."""
     if len(targets) != len(predictions):
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
     postprocess = postprocessor_for(base_task)
@@ -273,7 +300,9 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--anchor-compatible",
         action="store_true",
-        help="score as the anchors' code did (HoC 'none' class, NER PAD padding; SPEC section 6)",
+        default=None,
+        help="score as the study's code did (plain macro-F1 with invalid outputs as classes, HoC "
+        "'none' class, NER PAD padding); default: CT5X_ANCHOR_COMPATIBLE, else off",
     )
 
 
@@ -307,11 +336,12 @@ def metrics_command(args: argparse.Namespace) -> int:
     """`ct5x metrics`: print one JSON object with the task's metrics and its selection metric."""
     base = base_task_of(args.task)
     targets, predictions = _read_prediction_lines(args.predictions, base)
-    scores = compute_metrics(base, targets, predictions, args.anchor_compatible)
+    anchor_compatible = resolve_anchor(args.anchor_compatible)
+    scores = compute_metrics(base, targets, predictions, anchor_compatible)
     report = {
         "task": base,
         "examples": len(targets),
-        "anchor_compatible": bool(args.anchor_compatible),
+        "anchor_compatible": anchor_compatible,
         "selection_metric": SELECTION_METRIC[base],
         **scores,
     }

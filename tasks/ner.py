@@ -53,8 +53,8 @@ def example_maker(prefix: str):
     def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[str, str]]:
         def make(record: Record) -> tuple[str, str]:
             sentence = record.fields["sentence"]
-            if formatting.flan:
-                inputs = f"Sentence: {sentence} Identify and label disease terms in the sentence:"
+            if formatting.flan:  # the study's instruction, its final space included
+                inputs = f"Sentence: {sentence} Identify and label disease terms in the sentence: "
             else:
                 inputs = f"{prefix}: {sentence}"
             return inputs, record.fields["target"]

@@ -1,4 +1,4 @@
-"""Entity-level scoring of the NER tasks' `disease* ... *disease` markup (SPEC §4, §6, §9).
+"""Entity-level scoring of the NER tasks' `disease* ... *disease` markup.
 
 A target (or prediction) is the sentence, whitespace-tokenised, with each mention wrapped in the
 marker tokens `disease*` and `*disease`. `parse_markup` turns it into the de-marked tokens plus the

@@ -14,6 +14,7 @@ import logging
 import pathlib
 from collections.abc import Sequence
 
+from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting
 from ct5x_tasks.records import (
     SOURCE_SPLITS,
@@ -105,24 +106,39 @@ def load(folder: pathlib.Path) -> list[Record]:
 
 
 def prompt(question: str, context: str, flan: bool) -> str:
-    """SPEC §4's T5 prefix or FLAN instruction."""
+    """The study's T5 prefix or FLAN instruction (leading spaces of question and context
+    dropped; the FLAN instruction ends with a space, as the study's does)."""
+    question, context = question.lstrip(), context.lstrip()
     if flan:
         return (
             f"Context: {context} Question: {question} If no answer is found in the context, "
-            "do not reply; otherwise, give an answer from the context:"
+            "do not reply; otherwise, give an answer from the context: "
         )
     return f"question: {question} context: {context}"
 
 
+_START, _END = "\x00", "\x01"  # answer markers, carried through de-identification
+
+
 def clean_with_answer(record: Record, formatting: Formatting) -> tuple[str, str, tuple | None]:
-    """De-identified context, answer text and answer span (offsets moved past replaced spans)."""
+    """De-identified context (the whole context at once, as the study does), answer text and
+    answer span in it."""
     context, span = record.fields["context"], record.fields["answer"]
-    if span is None:
-        return formatting.clean(context), "", None
-    before = formatting.clean(context[: span[0]])
-    answer = formatting.clean(context[span[0] : span[1]])
-    after = formatting.clean(context[span[1] :])
-    return before + answer + after, answer, (len(before), len(before) + len(answer))
+    if span is None or not formatting.deid:
+        answer = "" if span is None else context[span[0] : span[1]]
+        return formatting.clean(context), answer, span
+    marked = formatting.clean(
+        context[: span[0]] + _START + context[span[0] : span[1]] + _END + context[span[1] :]
+    )
+    if marked.count(_START) != 1 or marked.count(_END) != 1:  # the answer cuts a span in two
+        cleaned, answer = formatting.clean(context), formatting.clean(context[span[0] : span[1]])
+        start = cleaned.find(answer)
+        return cleaned, answer, (start, start + len(answer)) if start >= 0 else None
+    before, rest = marked.split(_START, 1)
+    inside, after = rest.split(_END, 1)
+    answer = inside.strip()
+    start = len(before) + inside.index(answer) if answer else len(before)
+    return before + inside + after, answer, (start, start + len(answer))
 
 
 def fit_context(
@@ -151,8 +167,11 @@ def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[
     first answer ("" if unanswerable); `answers` holds every gold answer for SQuAD-2 scoring."""
     examples, cut, lost = [], 0, 0
     for record in records:
-        question = formatting.clean(record.fields["question"])
-        context, answer, span = clean_with_answer(record, formatting)
+        try:
+            question = formatting.clean(record.fields["question"])
+            context, answer, span = clean_with_answer(record, formatting)
+        except UserInputError as error:
+            raise UserInputError(f"record {record.id}: {error}") from None
         context, was_cut, outside = fit_context(question, context, span, formatting)
         cut += was_cut
         lost += outside

@@ -29,12 +29,17 @@ csv.field_size_limit(1 << 30)
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """One example as distributed: a stable id, its group for the folds, its source split."""
+    """One example as distributed: a stable id, its group for the folds, its source split.
+
+    `legacy_id` is the id an older ct5x gave the record, where it differs (Stigma), so that
+    folds files written then still select the same records.
+    """
 
     id: str
     group: str
     split: str
     fields: Mapping[str, Any]
+    legacy_id: str | None = None
 
 
 class BadRecord(Exception):
@@ -110,25 +115,49 @@ def load_jsonl_splits(
     return records
 
 
+class _LineCounter:
+    """Iterates a text stream's lines, remembering the number of the last line handed out."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.number = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._stream)
+        self.number += 1
+        return line
+
+
 def read_csv(
     path: pathlib.Path, bad: BadRecords, required: Sequence[str], delimiter: str = ","
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) per data row of a CSV/TSV with a header that has the `required` columns.
 
-    Rows with more or fewer cells than the header are bad records; the line number is the row's
-    last physical line (quoted fields may span lines).
+    Rows with more or fewer cells than the header are bad records. The line number is the
+    physical line on which the row starts (quoted fields may span lines), so it names the row
+    whatever happens to the rows before it.
     """
     with require_file(path).open(encoding="utf-8", newline="") as stream:
-        reader = csv.DictReader(stream, delimiter=delimiter)
-        header = reader.fieldnames or []
+        lines = _LineCounter(stream)
+        reader = csv.reader(lines, delimiter=delimiter)
+        header = next(reader, [])
         missing = [column for column in required if column not in header]
         if missing:
             raise UserInputError(f"{path}:1: header lacks column(s) {', '.join(missing)}")
-        for row in reader:
-            if None in row or any(value is None for value in row.values()):
-                bad.report(reader.line_num, f"expected {len(header)} columns")
+        while True:
+            start = lines.number + 1
+            cells = next(reader, None)
+            if cells is None:
+                return
+            if not cells:
                 continue
-            yield reader.line_num, row
+            if len(cells) != len(header):
+                bad.report(start, f"expected {len(header)} columns")
+                continue
+            yield start, dict(zip(header, cells))
 
 
 def require_fields(obj: Mapping[str, Any], names: Sequence[str], kind: type = str) -> None:

@@ -11,10 +11,11 @@ gin (see gin/tasks/data.gin):
     ct5x_tasks.data_settings.site_dirs = {'ood': '/data/hospital_b'}
     ct5x_tasks.data_settings.folds_dir = '/runs/folds'
     ct5x_tasks.data_settings.on_bad_record = 'skip'
+    ct5x_tasks.anchor_settings.anchor_compatible = True
     ct5x_tasks.vocabulary_settings.path = '/models/flan-t5-large/spiece.model'
     ct5x_tasks.custom_task_settings.input_field = 'text'
 environment: CT5X_DATA_DIR, CT5X_SITE_DIR_<SITE>, CT5X_FOLDS_DIR, CT5X_ON_BAD_RECORD,
-CT5X_VOCABULARY.
+CT5X_ANCHOR_COMPATIBLE, CT5X_VOCABULARY.
 """
 
 import dataclasses
@@ -94,20 +95,44 @@ def dataset_dir(base_task: str, folder: str, site: str | None = None) -> pathlib
     return pathlib.Path(settings.data_dir) / folder
 
 
-def folds_file(base_task: str, folder: str) -> pathlib.Path:
-    """`<folds_dir>/<base_task>/folds.json`, or `<dataset dir>/folds/<base_task>/folds.json`."""
+def folds_file(base_task: str, folder: str, site: str | None = None) -> pathlib.Path:
+    """`<folds_dir>/<name>/folds.json`, or `<dataset dir>/folds/<base_task>/folds.json`.
+
+    `name` is the base task, or `<base_task>_site_<site>` for a site, whose folds come from its own
+    files; without `folds_dir` a site's folds live in its own dataset folder.
+    """
     settings = data_settings()
-    root = (
-        pathlib.Path(settings.folds_dir)
-        if settings.folds_dir
-        else dataset_dir(base_task, folder) / "folds"
-    )
-    return root / base_task / "folds.json"
+    if settings.folds_dir:
+        name = base_task if site is None else f"{base_task}_site_{site}"
+        return pathlib.Path(settings.folds_dir) / name / "folds.json"
+    return dataset_dir(base_task, folder, site) / "folds" / base_task / "folds.json"
 
 
 def skip_bad_records() -> bool:
     """True when malformed records are skipped and counted instead of raising."""
     return data_settings().on_bad_record == "skip"
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+@gin.configurable(module="ct5x_tasks")
+def anchor_settings(anchor_compatible: bool | None = None) -> bool:
+    """The one switch for the study's own behaviour where it is a bug (see tasks/README.md).
+
+    Read whenever a dataset is built, a task's decoding length is asked for, or a metric is
+    computed: the gin binding when it is not None, else CT5X_ANCHOR_COMPATIBLE (1/true/yes/on),
+    else off.
+    """
+    if anchor_compatible is not None:
+        return bool(anchor_compatible)
+    text = os.environ.get("CT5X_ANCHOR_COMPATIBLE", "").strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise UserInputError(
+            f"CT5X_ANCHOR_COMPATIBLE is {text!r}; expected one of {', '.join(_TRUE + _FALSE[1:])}"
+        )
+    return text in _TRUE
 
 
 @gin.configurable(module="ct5x_tasks")

@@ -55,9 +55,12 @@ def select_records(family: Family, variant: Variant, split: str) -> list[Record]
     records = family.load(folder)
     if variant.fold is None:
         return [record for record in records if record.split == _SOURCE_SPLIT[split]]
-    path = settings.folds_file(family.base, family.folder)
+    path = settings.folds_file(family.base, family.folder, variant.site)
+    folds = read_folds(path, family, folder)
     by_id = {record.id: record for record in records}
-    ids = fold_ids(read_folds(path, family, folder), variant, split, str(path))
+    if "format" not in folds:  # written before ids were stable (Stigma's `row<n>`)
+        by_id.update({record.legacy_id: record for record in records if record.legacy_id})
+    ids = fold_ids(folds, variant, split, str(path))
     chosen = [by_id[i] for i in ids if i in by_id]
     if len(chosen) < len(ids):
         logger.warning("%s: %d ids of %s are not among the readable records",
@@ -73,6 +76,8 @@ def examples_of(family: Family, variant: Variant, split: str) -> list[dict[str, 
         training=split == "train",
         input_length=family.input_length_for(variant.flan),
         counter=token_counter(),
+        split=split,
+        anchor_compatible=settings.anchor_settings(),
     )
     return family.to_examples(select_records(family, variant, split), formatting)
 

@@ -1,4 +1,4 @@
-"""SQuAD 2.0 exact match and token F1, the RadQA metrics (SPEC §4).
+"""SQuAD 2.0 exact match and token F1, the RadQA metrics.
 
 Written here because no maintained package in our pins ships the official SQuAD 2.0 logic as a
 function; this follows the official evaluation script's rules:

@@ -1,17 +1,19 @@
 """Stigma: one CSV (keyword_category, split, fold_eval, note_text, label) for three tasks.
 
 The folder holds exactly one `.csv` file. Each task keeps the rows of its keyword_category;
-`split` is train/dev/test and `fold_eval` (0-4) is the dataset's own cross-validation fold, used as
-the fold assignment of train+dev rows. Record ids are `row<n>`, n counting data rows from 1.
-A site (another hospital) is another folder in the same format.
+`split` is train/dev/test and `fold_eval` (0-4) is the dataset's own cross-validation fold: fold k
+trains on the `train` rows whose fold_eval is not k and validates on the `dev` rows whose fold_eval
+is k, as the study does (see `folds`). Record ids are `line<n>`, n the physical line on which the
+row starts, so skipping a bad row moves no other id. A site (another hospital) is another folder in
+the same format, with its own folds file.
 """
 
 import pathlib
 from collections.abc import Sequence
 
 from ct5x.errors import UserInputError
-from ct5x_tasks.family import Family, Formatting, or_join, simple_examples
-from ct5x_tasks.labels import STIGMA_ASPECTS, STIGMA_LABELS
+from ct5x_tasks.family import Family, Formatting, simple_examples
+from ct5x_tasks.labels import STIGMA_LABELS
 from ct5x_tasks.records import SOURCE_SPLITS, BadRecord, Record, bad_records, read_csv
 
 COLUMNS = ("keyword_category", "split", "fold_eval", "note_text", "label")
@@ -38,8 +40,12 @@ def parse_fold(text: str) -> int:
     return int(value)
 
 
-def parse_row(row: dict[str, str], number: int, category: str) -> Record:
-    """One annotated note excerpt of `category`."""
+def parse_row(row: dict[str, str], line: int, category: str, legacy_number: int = 0) -> Record:
+    """One annotated note excerpt of `category`, starting on `line` of the file.
+
+    `legacy_number` is the row's position among the well-formed rows, the id scheme (`row<n>`)
+    of folds files written before ids became line numbers; those files stay readable.
+    """
     split = row["split"].strip()
     if split not in SOURCE_SPLITS:
         raise BadRecord(f"split outside {SOURCE_SPLITS}")
@@ -47,9 +53,10 @@ def parse_row(row: dict[str, str], number: int, category: str) -> Record:
         raise BadRecord(f"label outside {STIGMA_LABELS[category]}")
     fold = parse_fold(row["fold_eval"]) if split != "test" else None
     return Record(
-        id=f"row{number}",
-        group=f"row{number}",
+        id=f"line{line}",
+        group=f"line{line}",
         split=split,
+        legacy_id=f"row{legacy_number}" if legacy_number else None,
         fields={
             "note_text": row["note_text"],
             "label": row["label"],
@@ -70,7 +77,7 @@ def loader(category: str):
                     bad.report(line, f"keyword_category outside {tuple(STIGMA_LABELS)}")
                 elif row["keyword_category"].strip() == category:
                     try:
-                        records.append(parse_row(row, number, category))
+                        records.append(parse_row(row, line, category, number))
                     except BadRecord as error:
                         bad.report(line, str(error))
         return records
@@ -78,23 +85,38 @@ def loader(category: str):
     return load
 
 
-def prompt(category: str, text: str, flan: bool) -> str:
-    """SPEC §4's T5 prefix or FLAN instruction (the same for every split)."""
-    if flan:
-        return (
-            f"Classify this sentence as {or_join(STIGMA_LABELS[category])}, regarding "
-            f"{STIGMA_ASPECTS[category]}: {text}"
-        )
-    return f"{category}: {text}"
+# The study's FLAN instructions, character for character (note the serial comma).
+INSTRUCTIONS = {
+    "adamant": "Classify this sentence as difficult, disbelief, or exclude, regarding the "
+    "credibility and obstinacy of the patient: ",
+    "compliance": "Classify this sentence as negative, neutral, or positive, regarding the "
+    "patient's compliance with medical advice: ",
+    "other": "Classify this sentence as exclude, negative, neutral, or positive, regarding the "
+    "patient's behavior and demeanor: ",
+}
+
+
+def prompt(category: str, text: str, flan: bool, study_test_input: bool = False) -> str:
+    """The T5 prefix `<category>: ` or the FLAN instruction before the note text.
+
+    `study_test_input` reproduces the study's test inputs: the instruction is put before every
+    test note first, so T5 runs see prefix + instruction and FLAN runs the instruction twice.
+    """
+    if study_test_input:
+        text = INSTRUCTIONS[category] + text
+    return INSTRUCTIONS[category] + text if flan else f"{category}: {text}"
 
 
 def example_maker(category: str):
     """The to_examples function of one category's task: target is the label word."""
 
     def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[str, str]]:
+        study_test_input = formatting.anchor_compatible and formatting.split == "test"
+
         def make(record: Record) -> tuple[str, str]:
             text = formatting.clean(record.fields["note_text"])
-            return prompt(category, text, formatting.flan), record.fields["label"]
+            inputs = prompt(category, text, formatting.flan, study_test_input)
+            return inputs, record.fields["label"]
 
         return simple_examples(records, make)
 

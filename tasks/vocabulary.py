@@ -88,6 +88,11 @@ class ModelVocabulary(seqio.Vocabulary):
         return self.resolve().bos_id
 
     @property
+    def vocab_size(self) -> int:
+        # SentencePieceVocabulary's pieces already include its extra ids; do not add them twice.
+        return self.resolve().vocab_size
+
+    @property
     def _base_vocab_size(self) -> int:
         return self.resolve()._base_vocab_size
 

@@ -23,7 +23,9 @@ from ct5x.errors import UserInputError
 VOCABULARY_FILE = "spiece.model"
 # Hugging Face tokenizer settings that travel with the vocabulary (they give its extra_ids).
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json")
-T5X_LAYOUTS = ("orbax", "legacy")
+# "orbax": OCDBT, as T5X writes today; "orbax_zarr": one zarr directory per array (older Orbax);
+# "legacy": T5X's msgpack + TensorStore layout from before Orbax.
+T5X_LAYOUTS = ("orbax", "orbax_zarr", "legacy")
 
 __all__ = [
     "Checkpoint",
@@ -66,6 +68,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         config_path = _first_file(located.side_directories, CONFIG_FILE)
         source = str(located.directory)
         config = read_config(config_path) if config_path else infer_config(raw, source)
+        if not config.logits_via_embedding and "decoder/logits_dense/kernel" not in raw:
+            raise UserInputError(
+                f"{source}: parameter decoder/logits_dense/kernel is missing, but {config_path} "
+                "describes untied logits; ct5x will not substitute the embedding"
+            )
         params = check_params(raw, config, source)
     vocabulary = _first_file(located.side_directories, VOCABULARY_FILE)
     return Checkpoint(
@@ -110,13 +117,13 @@ def _write_step(step_dir: Path, params: dict, step: int, layout: str) -> None:
     if layout == "legacy":
         write_legacy(step_dir, params, step)
     else:
-        write_orbax(step_dir, params, step)
+        write_orbax(step_dir, params, step, ocdbt=layout == "orbax")
 
 
 def save_t5x(checkpoint: Checkpoint, dst: str | Path, step: int = 0,
              layout: str = "orbax") -> None:
-    """Writes `dst/checkpoint_{step}` in T5X's Orbax or legacy layout, config.json and vocabulary
-    beside it. `dst` may be new, or an existing model directory that lacks this step."""
+    """Writes `dst/checkpoint_{step}` in one of `T5X_LAYOUTS`, config.json and vocabulary beside
+    it. `dst` may be new, or an existing model directory that lacks this step."""
     if layout not in T5X_LAYOUTS:
         raise UserInputError(f"layout={layout!r}: expected one of {', '.join(T5X_LAYOUTS)}")
     if step < 0:

@@ -44,18 +44,26 @@ def _read_json(path: Path) -> Any:
         raise UserInputError(f"{path}: cannot be read ({type(error).__name__})") from None
 
 
-def read_config(path: str | Path) -> T5Config:
-    """A `T5Config` from a Hugging Face `config.json` (see `T5Config.from_hf_dict`)."""
-    path = Path(path)
+def _read_config_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserInputError(f"{path}: missing; a Hugging Face checkpoint needs its config.json")
     hf = _read_json(path)
     if not isinstance(hf, dict):
         raise UserInputError(f"{path}: expected a JSON object")
+    return hf
+
+
+def _config_from_dict(hf: dict[str, Any], path: Path) -> T5Config:
     try:
         return T5Config.from_hf_dict(hf, source=str(path))
     except (TypeError, ValueError) as error:
         raise UserInputError(f"{path}: a T5 field has an invalid value ({error})") from None
+
+
+def read_config(path: str | Path) -> T5Config:
+    """A `T5Config` from a Hugging Face `config.json` (see `T5Config.from_hf_dict`)."""
+    path = Path(path)
+    return _config_from_dict(_read_config_dict(path), path)
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -111,9 +119,15 @@ def read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], Path]:
 def read_hf(directory: str | Path) -> tuple[T5Config, FlatParams]:
     """Config and flat T5X params of a Hugging Face T5 directory."""
     directory = Path(directory)
-    config = read_config(directory / CONFIG_FILE)
+    config_path = directory / CONFIG_FILE
+    hf = _read_config_dict(config_path)
+    config = _config_from_dict(hf, config_path)
     tensors, weights_path = read_tensors(directory)
-    return config, hf_to_t5x(tensors, config, str(weights_path))
+    # Only a config that ties the embeddings may leave lm_head out (transformers 5 saves none).
+    untied_by = None
+    if not hf.get("tie_word_embeddings", True):
+        untied_by = f"{config_path} says tie_word_embeddings=false"
+    return config, hf_to_t5x(tensors, config, str(weights_path), untied_by=untied_by)
 
 
 def config_json(config: T5Config) -> bytes:

@@ -62,11 +62,15 @@ def _tensor(tensors: Mapping[str, np.ndarray], name: str, source: str) -> np.nda
     return as_float32(tensors[name], name, source)
 
 
-def hf_to_t5x(tensors: Mapping[str, np.ndarray], config: T5Config, source: str) -> FlatParams:
+def hf_to_t5x(
+    tensors: Mapping[str, np.ndarray], config: T5Config, source: str, untied_by: str | None = None
+) -> FlatParams:
     """Flat T5X params from a HF state dict; every tensor is used or accounted for.
 
-    transformers 5.x always ties `lm_head` to `shared` in memory and then saves no `lm_head`,
-    even for untied (unscaled) configs: then the logits kernel is the embedding itself.
+    transformers 5.x ties `lm_head` to `shared` in memory for unscaled (t5_1_1-style) models,
+    writes `tie_word_embeddings: true` and saves no `lm_head`: then the logits kernel is the
+    embedding itself. When the config unties them (`untied_by` says where), a missing
+    `lm_head` is an error: the logits would otherwise be silently wrong.
     """
     flat: FlatParams = {}
     used = set(_UNUSED)
@@ -93,6 +97,11 @@ def hf_to_t5x(tensors: Mapping[str, np.ndarray], config: T5Config, source: str) 
                 f"{source}: lm_head.weight differs from shared.weight but the config ties them"
             )
     else:
+        if "lm_head.weight" not in tensors and untied_by:
+            raise UserInputError(
+                f"{source}: tensor lm_head.weight is missing, but {untied_by} (untied logits); "
+                "ct5x will not substitute the embedding"
+            )
         lm_head = shared
         if "lm_head.weight" in tensors:
             lm_head = _tensor(tensors, "lm_head.weight", source)

@@ -1,8 +1,10 @@
 """T5X's Orbax checkpoint layout, through `orbax.checkpoint`.
 
 T5X's Orbax checkpoint manager saves the train state dict `{"target": params, "state": {...}}`
-as the item `state` of step directory `checkpoint_{step}` (PyTree handler, one zarr array per
-leaf). A bare PyTree checkpoint saved straight into `checkpoint_{step}` is read as well.
+as the item `state` of step directory `checkpoint_{step}` (PyTree handler). The arrays live in
+one OCDBT key-value store (Orbax's default, what T5X writes today) or, in older checkpoints, in
+one zarr directory per leaf; both read the same. A bare PyTree checkpoint saved straight into
+`checkpoint_{step}` is read as well.
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ def read_orbax(step_dir: str | Path) -> tuple[dict[str, np.ndarray], int | None]
     return flatten(restored["target"]), None if step is None else int(np.asarray(step))
 
 
-def write_orbax(step_dir: Path, flat: FlatParams, step: int) -> None:
+def write_orbax(step_dir: Path, flat: FlatParams, step: int, ocdbt: bool = True) -> None:
     """Writes the item `state` into an existing (staging) `checkpoint_{step}` directory, as T5X's
-    Orbax manager lays it out (one zarr array per leaf, no OCDBT)."""
+    Orbax manager lays it out: OCDBT (all arrays in one key-value store), as T5X writes today,
+    or with `ocdbt=False` one zarr directory per leaf, as older T5X and Orbax versions did."""
     tree = {"target": unflatten(flat), "state": {"step": np.asarray(step, np.int32)}}
-    handler = ocp.PyTreeCheckpointHandler(use_ocdbt=False)
+    handler = ocp.PyTreeCheckpointHandler(use_ocdbt=ocdbt)
     with _quiet_orbax(), ocp.Checkpointer(handler) as checkpointer:
         checkpointer.save(step_dir / ITEM, args=ocp.args.PyTreeSave(tree))

@@ -72,6 +72,41 @@ def test_predict_matches_generate_and_ignores_batch_size(hf_dir, torch_model, in
     assert [o["prediction"] for o in outputs[0]] == expected
 
 
+@pytest.mark.parametrize("beams", [1, 2])
+def test_predict_with_scores_gives_the_sequence_score(hf_dir, torch_model, inputs_file, tmp_path,
+                                                      beams):
+    """Greedy: the generated tokens' summed log-probability under transformers' forward pass;
+    beams: generate's own sequences_scores (length penalty 1.0)."""
+    out = tmp_path / "scored_predictions.jsonl"
+    assert main(["predict", "--checkpoint", str(hf_dir), "--input", str(inputs_file),
+                 "--output", str(out), "--beams", str(beams), "--max-decode-length", "8",
+                 "--batch-size", "2", "--with-scores"]) == 0
+    records = read_jsonl(out)
+    _, tokens = encode(hf_dir, [r["inputs"] for r in records])
+    input_ids = torch.from_numpy(tokens).long()
+    with torch.no_grad():
+        generated = torch_model.generate(
+            input_ids=input_ids, attention_mask=(input_ids > 0).long(), max_new_tokens=8,
+            do_sample=False, use_cache=False, num_beams=beams, return_dict_in_generate=True,
+            output_scores=True,
+        )
+        if beams > 1:
+            expected = generated.sequences_scores.numpy()
+        else:
+            sequences = generated.sequences
+            logits = torch_model(input_ids=input_ids, attention_mask=(input_ids > 0).long(),
+                                 decoder_input_ids=sequences[:, :-1]).logits
+            token_lp = torch.log_softmax(logits.double(), -1).gather(
+                -1, sequences[:, 1:, None])[..., 0]
+            # generate pads finished rows with pad id 0 after EOS; those positions do not count.
+            after_eos = (sequences[:, 1:] == 1).long().cumsum(1) - (sequences[:, 1:] == 1).long()
+            expected = (token_lp * (after_eos == 0)).sum(1).numpy()
+    np.testing.assert_allclose([r["score"] for r in records], expected, rtol=2e-5, atol=1e-5)
+    assert main(["predict", "--checkpoint", str(hf_dir), "--input", str(inputs_file),
+                 "--output", str(out), "--max-decode-length", "8"]) == 0
+    assert all("score" not in r for r in read_jsonl(out))
+
+
 def test_score_matches_transformers(hf_dir, torch_model, inputs_file, tmp_path):
     out = tmp_path / "scores.jsonl"
     assert main(["score", "--checkpoint", str(hf_dir), "--input", str(inputs_file),

@@ -1,5 +1,7 @@
 """Loss, scoring and decoding of `EncoderDecoderModel` against transformers."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,30 @@ def pair(request, make_hf_t5):
     checkpoint = load_checkpoint(directory)
     torch_model = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
     return EncoderDecoderModel(checkpoint.config), checkpoint.params, torch_model
+
+
+@functools.cache
+def jitted(model, method: str):
+    """The model's functions are plain; callers jit them (options static), once per model."""
+    static = ("options",) if method.startswith("predict") else ()
+    return jax.jit(getattr(model, method), static_argnames=static)
+
+
+def predict(model, params, encoder_tokens, options):
+    return np.asarray(
+        jitted(model, "predict_batch")(params, {"encoder_input_tokens": encoder_tokens}, options)
+    )
+
+
+def with_frequent_eos(params, factor=3.0):
+    """The same weights with EOS's output vector scaled, so that rows end at different steps
+    (the random models rarely emit EOS on their own)."""
+    params = jax.tree.map(np.array, params)
+    if "logits_dense" in params["decoder"]:
+        params["decoder"]["logits_dense"]["kernel"][:, 1] *= factor
+    else:
+        params["token_embedder"]["embedding"][1] *= factor
+    return params
 
 
 def teacher_forced_batch(rng, rows=4):
@@ -51,7 +77,8 @@ def test_score_matches_transformers_log_likelihood(pair):
     model, params, torch_model = pair
     batch = teacher_forced_batch(np.random.default_rng(0))
     expected = (hf_token_log_probs(torch_model, batch) * batch["decoder_loss_weights"]).sum(1)
-    np.testing.assert_allclose(np.asarray(model.score_batch(params, batch)), expected, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(jitted(model, "score_batch")(params, batch)), expected,
+                               atol=1e-4)
 
 
 def test_per_token_loss_matches_transformers_loss(pair):
@@ -95,7 +122,7 @@ def test_decoding_matches_generate(pair, num_beams, length_penalty):
     model, params, torch_model = pair
     encoder_tokens = random_tokens(np.random.default_rng(3), 5, 15)
     options = DecodingOptions(num_beams=num_beams, max_decode_length=10, alpha=length_penalty)
-    ours = np.asarray(model.predict_batch(params, {"encoder_input_tokens": encoder_tokens}, options))
+    ours = predict(model, params, encoder_tokens, options)
     extra = {} if length_penalty is None else {"length_penalty": length_penalty}
     expected = hf_generate(torch_model, encoder_tokens, 10, num_beams=num_beams, **extra)
     np.testing.assert_array_equal(ours, expected)
@@ -106,25 +133,60 @@ def test_predictions_do_not_depend_on_batch_neighbours(pair, style):
     model, params, _ = pair
     encoder_tokens = random_tokens(np.random.default_rng(4), 6, 12)
     options = DecodingOptions(num_beams=3, max_decode_length=8, length_penalty_style=style)
-    together = np.asarray(
-        model.predict_batch(params, {"encoder_input_tokens": encoder_tokens}, options)
-    )
+    together = predict(model, params, encoder_tokens, options)
     for rows in (slice(0, 2), slice(2, 4), slice(4, 6)):
-        apart = model.predict_batch(params, {"encoder_input_tokens": encoder_tokens[rows]}, options)
-        np.testing.assert_array_equal(np.asarray(apart), together[rows])
+        apart = predict(model, params, encoder_tokens[rows], options)
+        np.testing.assert_array_equal(apart, together[rows])
 
 
 def test_greedy_output_stops_at_eos(pair):
     model, params, _ = pair
-    encoder_tokens = random_tokens(np.random.default_rng(5), 8, 10)
-    tokens = np.asarray(
-        model.predict_batch(params, {"encoder_input_tokens": jnp.asarray(encoder_tokens)},
-                            DecodingOptions(max_decode_length=12))
-    )
-    for row in tokens:
-        eos = np.flatnonzero(row == 1)
+    encoder_tokens = jnp.asarray(random_tokens(np.random.default_rng(5), 8, 10))
+    options = DecodingOptions(max_decode_length=12)
+    tokens = predict(model, with_frequent_eos(params), encoder_tokens, options)
+    ends = [np.flatnonzero(row == 1) for row in tokens]
+    assert any(eos.size for eos in ends), "no row emitted EOS: the check below never ran"
+    for row, eos in zip(tokens, ends):
         if eos.size:
             assert (row[eos[0] + 1 :] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def untied_model(make_hf_t5):
+    """One parity model (t5_1_1 family) for the tests that need no sweep over families."""
+    checkpoint = load_checkpoint(make_hf_t5(seed=11, **PARITY_CONFIGS["t5_1_1"]))
+    return EncoderDecoderModel(checkpoint.config), checkpoint.params
+
+
+@pytest.mark.parametrize("num_beams, style", [(1, "hf"), (3, "hf"), (3, "t5x")])
+def test_predict_batch_with_aux_scores_the_returned_sequences(untied_model, num_beams, style):
+    """Greedy: the summed log-probability; beams: that sum under the style's length penalty
+    (T5X returns a never-ended beam's raw sum). Checked by teacher-forcing the output."""
+    model, params = untied_model
+    params = with_frequent_eos(params)
+    encoder_tokens = random_tokens(np.random.default_rng(6), 6, 12)
+    options = DecodingOptions(num_beams=num_beams, max_decode_length=8, length_penalty_style=style)
+    tokens, aux = jitted(model, "predict_batch_with_aux")(
+        params, {"encoder_input_tokens": encoder_tokens}, options)
+    tokens, scores = np.asarray(tokens), np.asarray(aux["scores"])
+    assert scores.shape == (6,) and scores.dtype == np.float32
+    ended = (tokens == 1).any(1)
+    assert ended.any()
+    lengths = np.where(ended, np.argmax(tokens == 1, 1) + 1, tokens.shape[1])
+    batch = {
+        "encoder_input_tokens": encoder_tokens,
+        "decoder_input_tokens": np.concatenate([np.zeros((6, 1), np.int32), tokens[:, :-1]], 1),
+        "decoder_target_tokens": tokens,
+        "decoder_loss_weights": (np.arange(tokens.shape[1]) < lengths[:, None]).astype(np.float32),
+    }
+    log_likelihood = np.asarray(jitted(model, "score_batch")(params, batch))
+    if num_beams == 1:
+        expected = log_likelihood
+    elif style == "hf":
+        expected = log_likelihood / lengths
+    else:
+        expected = np.where(ended, log_likelihood / ((5.0 + lengths) / 6.0) ** 0.6, log_likelihood)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_loss_normalizing_factor_names_the_setting(pair):

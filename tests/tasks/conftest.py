@@ -98,7 +98,7 @@ def make_stigma(folder: pathlib.Path, name="annotations.csv", per_category=40) -
     for category, labels in STIGMA_LABELS.items():
         for i in range(per_category):
             split = "test" if i % 5 == 4 else ("dev" if i % 5 == 3 else "train")
-            fold = "" if split == "test" else str(i % 5 if i % 5 < 3 else (i // 5) % 5)
+            fold = "" if split == "test" else str((i // 5) % 5)
             rows.append([category, split, fold, f"Patient {texts[i]}\nsecond line",
                          labels[i % len(labels)]])
     write_csv(folder / name, ["keyword_category", "split", "fold_eval", "note_text", "label"], rows)
@@ -133,7 +133,8 @@ def data_root(tmp_path, monkeypatch) -> pathlib.Path:
     make_stigma(root / "stigma")
     make_hoc(root / "hoc")
     monkeypatch.setenv("CT5X_DATA_DIR", str(root))
-    for name in ("CT5X_FOLDS_DIR", "CT5X_ON_BAD_RECORD", "CT5X_VOCABULARY"):
+    for name in ("CT5X_FOLDS_DIR", "CT5X_ON_BAD_RECORD", "CT5X_VOCABULARY",
+                 "CT5X_ANCHOR_COMPATIBLE"):
         monkeypatch.delenv(name, raising=False)
     return root
 

@@ -18,33 +18,63 @@ def test_reads_sentences_with_document_splits(data_root):
     assert records[1].fields["labels"] == ()
 
 
-@pytest.mark.parametrize("flan, budget", [(False, 40), (False, 256), (True, 130)])
-def test_window_fills_budget_and_holds_the_sentence(data_root, flan, budget):
+@pytest.mark.parametrize("flan, length", [(False, 40), (False, 256), (True, 260)])
+def test_window_fills_budget_and_holds_the_sentence(data_root, flan, length):
     records = [r for r in clip.load(data_root / "clip") if r.group == "1001"]
     counter = TokenCounter(lambda words: [1 + len(w) // 4 for w in words])
-    examples = clip.to_examples(records, Formatting(flan, False, True, budget, counter))
+    examples = clip.to_examples(records, Formatting(flan, False, True, length, counter))
+    budget = (length // 2 if flan else length) - 1  # FLAN: the T5 window, then the instruction
     over = 0
     for record, example in zip(records, examples):
         sentence = record.fields["sentences"][record.fields["index"]]
-        cost = counter.text(example["inputs"])
-        head = "Context: " if flan else "clip: "
-        window, tail = example["inputs"][len(head):].rsplit(" ; ", 1)
+        text = example["inputs"]
+        if flan:
+            assert text.startswith("Context: clip: ")
+            assert text.endswith(
+                ". Label the above sentence as an empty string or as one or more of the following "
+                "options, delimited by comma: Options: Appointment-related followup, "
+                "Medication-related followups, Other helpful contextual information, Lab-related "
+                "followup, Case-specific instructions for patient, Procedure-related followup, "
+                "Imaging-related followup")
+            text = text[len("Context: "):text.index(". Label the above sentence")]
+        cost = counter.text(text)
+        window, tail = text[len("clip: "):].rsplit(" ; ", 1)
         assert f" {sentence} " in f" {window} "
-        assert tail.startswith(sentence)
-        if cost > budget - 1:  # the sentence alone overflows: the window is just the sentence
+        assert tail == sentence
+        if cost > budget:  # the sentence alone overflows: the window is just the sentence
             assert window == sentence
             over += 1
             continue
         words, shown = " ".join(record.fields["sentences"]).split(), window.split()
         lo = next(i for i in range(len(words)) if words[i:i + len(shown)] == shown)
         neighbours = [words[i] for i in (lo - 1, lo + len(shown)) if 0 <= i < len(words)]
-        assert all(cost + counter.words([w])[0] > budget - 1 for w in neighbours)
-        if flan:
-            assert tail == sentence + ". Label the above sentence as an empty string or as one " \
-                "or more of the following options, delimited by comma: Options: " + \
-                ", ".join(CLIP_LABELS)
+        assert all(cost + counter.words([w])[0] > budget for w in neighbours)
         assert example["targets"] == ", ".join(record.fields["labels"])
     assert over < len(records)
+
+
+def test_prompts_as_the_study_builds_them():
+    """Strings built by the study's rules: `clip: ` + chunk + ` ; ` + sentence, the FLAN
+    instruction around that text, sorted labels joined by ', '."""
+    sentences = ["Pt seen today .", "Follow up with Dr [**Known lastname 12**] in 2 weeks .",
+                 "Check labs ."]
+    record = clip.Record(id="7:1", group="7", split="test",
+                         fields={"sentences": sentences, "index": 1, "labels": (
+                             "Appointment-related followup", "Lab-related followup")})
+    study_text = "clip: " + " ".join(sentences) + " ; " + sentences[1]
+    options = ", ".join(CLIP_LABELS)
+    expected = {
+        (False, False): study_text,
+        (True, False): f"Context: {study_text}. Label the above sentence as an empty string or as "
+                       f"one or more of the following options, delimited by comma: Options: "
+                       f"{options}",
+        (False, True): study_text.replace("[**Known lastname 12**]", "[Name]"),
+    }
+    for (flan, deid), inputs in expected.items():
+        formatting = Formatting(flan, deid, False, 512 if flan else 256, TokenCounter(None))
+        example = clip.to_examples([record], formatting)[0]
+        assert example == {"id": "7:1", "inputs": inputs,
+                           "targets": "Appointment-related followup, Lab-related followup"}
 
 
 def test_whole_document_fits_a_large_budget(data_root):

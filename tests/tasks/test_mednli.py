@@ -20,23 +20,54 @@ def test_reads_pairs_with_ids_and_premise_groups(data_root):
     assert records[0].group == records[2].group != records[3].group
 
 
-def test_prompts_follow_the_spec():
+def study_input(sentence1: str, sentence2: str, flan: bool) -> str:
+    """The study's rule: prompt with the stripped hypothesis, then "." if the prompt lacks it."""
+    if flan:
+        text = "Answer entailment, contradiction or neutral. Premise: " + sentence1 + \
+            " Hypothesis: " + sentence2.strip()
+    else:
+        text = "mednli premise: " + sentence1 + " hypothesis: " + sentence2.strip()
+    return text if text[-1] == "." else text + "."
+
+
+@pytest.mark.parametrize("sentence1, sentence2", [
+    ("Pt has fever", "Pt is febrile"),
+    ("Pt has fever.", "  Pt is febrile.  "),
+    ("\ufeffNo acute distress", "Patient is stable ."),
+    ("BP 120/80", ""),
+])
+def test_prompts_as_the_study_builds_them(sentence1, sentence2):
     record = mednli.parse_pair(
-        {"sentence1": "Pt has fever", "sentence2": "Pt is febrile", "gold_label": "entailment"},
-        "train", 4)
+        {"sentence1": sentence1, "sentence2": sentence2, "gold_label": "entailment"}, "train", 4)
     assert record.id == "train:4"
-    t5, flan = (mednli.to_examples([record], _formatting(f))[0] for f in (False, True))
-    assert t5 == {"id": "train:4", "inputs": "mednli premise: Pt has fever hypothesis: Pt is "
-                  "febrile.", "targets": "entailment"}
-    assert flan["inputs"] == ("Answer entailment, contradiction or neutral. Premise: Pt has fever "
-                              "Hypothesis: Pt is febrile")
+    for flan in (False, True):
+        example = mednli.to_examples([record], _formatting(flan))[0]
+        expected = study_input(sentence1.removeprefix("\ufeff"), sentence2, flan)
+        assert example == {"id": "train:4", "inputs": expected, "targets": "entailment"}
+    t5 = mednli.to_examples([record], _formatting(False))[0]["inputs"]
+    assert t5.endswith(".") and "\ufeff" not in t5
 
 
-def test_deid_variant_replaces_spans():
+def test_deid_variant_replaces_spans_in_the_whole_prompt():
     record = mednli.parse_pair({"sentence1": "Seen at [**Hospital1 18**] on [**2101-3-4**]",
-                                "sentence2": "Seen.", "gold_label": "neutral"}, "dev", 1)
+                                "sentence2": "Seen by [**Doctor Last Name 3**]",
+                                "gold_label": "neutral"}, "dev", 1)
     example = mednli.to_examples([record], _formatting(False, deid=True))[0]
-    assert example["inputs"] == "mednli premise: Seen at [Hospital] on [Date] hypothesis: Seen."
+    # The study joins the text around each replaced span with single spaces.
+    assert example["inputs"] == ("mednli premise: Seen at  [Company]  on  2101-3-4  hypothesis: "
+                                 "Seen by  [Name] .")
+
+
+def test_anchor_switch_drops_over_length_examples_from_every_split():
+    records = [mednli.parse_pair({"sentence1": " ".join(["w"] * n), "sentence2": "h",
+                                  "gold_label": "neutral"}, "test", n) for n in (10, 20, 30)]
+    # T5 prompt words: 'mednli premise:' (2) + n + 'hypothesis: h.' (2): 14, 24, 34 "tokens".
+    kept = mednli.to_examples(records, Formatting(False, False, False, 26, TokenCounter(None),
+                                                  split="test", anchor_compatible=True))
+    assert [example["id"] for example in kept] == ["test:10", "test:20"]
+    everything = mednli.to_examples(records, Formatting(False, False, False, 26,
+                                                        TokenCounter(None), split="test"))
+    assert len(everything) == 3
 
 
 @pytest.mark.parametrize("line, reason", [

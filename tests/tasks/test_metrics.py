@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.preprocessing import MultiLabelBinarizer
+import seqio
+from sklearn.metrics import precision_recall_fscore_support
 
 from ct5x.errors import UserInputError
 from ct5x_tasks import metrics
@@ -57,7 +57,6 @@ def test_every_task_reports_its_selection_metric():
 
 
 def test_metric_fns_have_seqio_signatures():
-    seqio = pytest.importorskip("seqio")
     vocabulary = seqio.PassThroughVocabulary(size=8)
     for base in metrics.BASE_TASKS:
         task = seqio.Task(
@@ -71,30 +70,91 @@ def test_metric_fns_have_seqio_signatures():
         assert task.postprocess_fn(b"  x  ", example={}, is_target=False) is not None
 
 
+def _random_single_label(rng: random.Random, labels) -> tuple[list[str], list[str]]:
+    size = rng.randint(1, 30)
+    targets = [rng.choice(labels) for _ in range(size)]
+    predictions = [
+        rng.choice(labels) if rng.random() < 0.85 else rng.choice(["maybe", "", "Neutral"])
+        for _ in range(size)
+    ]
+    return targets, predictions
+
+
 @pytest.mark.parametrize("base", ["mednli", "stigma_adamant", "stigma_compliance", "stigma_other"])
-def test_single_label_matches_sklearn(base):
+def test_single_label_matches_per_class_sklearn(base):
+    """Oracle: per-class F1 from sklearn (average=None), averaged here; accuracy by counting."""
     labels = MEDNLI_LABELS if base == "mednli" else STIGMA_LABELS[base.split("_")[1]]
     rng = random.Random(base)
-    for _ in range(100):
-        size = rng.randint(1, 30)
-        targets = [rng.choice(labels) for _ in range(size)]
-        predictions = [
-            rng.choice(labels) if rng.random() < 0.9 else rng.choice(["maybe", "", "Neutral"])
-            for _ in range(size)
-        ]
+    for _ in range(40):
+        targets, predictions = _random_single_label(rng, labels)
         raw_predictions = [f" {p}\n".encode() for p in predictions]
-        scores = metrics.compute_metrics(base, targets, raw_predictions)
-        assert scores["accuracy"] == pytest.approx(accuracy_score(targets, predictions))
-        assert scores["macro_f1"] == pytest.approx(
-            f1_score(targets, predictions, labels=list(labels), average="macro", zero_division=0)
-        )
+        scores = metrics.compute_metrics(base, targets, raw_predictions, anchor_compatible=False)
+        per_class = precision_recall_fscore_support(
+            targets, predictions, labels=list(labels), average=None, zero_division=0)[2]
+        assert scores["accuracy"] == pytest.approx(np.mean(np.array(targets) ==
+                                                           np.array(predictions)))
+        assert scores["macro_f1"] == pytest.approx(per_class.mean())
         assert scores["invalid_predictions"] == sum(p not in labels for p in predictions)
+
+
+@pytest.mark.parametrize("base", ["mednli", "stigma_adamant", "stigma_other"])
+def test_anchor_single_label_is_the_study_plain_macro_f1(base):
+    """The study: f1_score(average='macro') over labels on either side; each distinct invalid
+    output is one more class (F1 0), a label on neither side is left out."""
+    labels = MEDNLI_LABELS if base == "mednli" else STIGMA_LABELS[base.split("_")[1]]
+    rng = random.Random(f"anchor {base}")
+    differed = False
+    for _ in range(40):
+        targets, predictions = _random_single_label(rng, labels)
+        seen = sorted(set(targets) | set(predictions))
+        per_class = []
+        for label in seen:  # F1 of each class seen, counted by hand
+            hits = sum(t == p == label for t, p in zip(targets, predictions))
+            gold, predicted = targets.count(label), predictions.count(label)
+            per_class.append(2 * hits / (gold + predicted) if gold + predicted else 0.0)
+        scores = metrics.compute_metrics(base, targets, predictions, anchor_compatible=True)
+        assert scores["macro_f1"] == pytest.approx(sum(per_class) / len(per_class))
+        fixed = metrics.compute_metrics(base, targets, predictions, anchor_compatible=False)
+        differed |= scores["macro_f1"] != pytest.approx(fixed["macro_f1"])
+        assert scores["accuracy"] == fixed["accuracy"]
+    assert differed
+
+
+def test_anchor_macro_f1_by_hand():
+    targets = ["difficult", "difficult", "exclude", "exclude"]
+    predictions = ["difficult", "banana", "exclude", "apple"]
+    # Classes seen: apple 0, banana 0, difficult 2/3, exclude 2/3 (disbelief on neither side).
+    scores = metrics.compute_metrics("stigma_adamant", targets, predictions, anchor_compatible=True)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 4)
+    # Fixed: difficult 2/3, disbelief 0, exclude 2/3 over the three labels.
+    scores = metrics.compute_metrics("stigma_adamant", targets, predictions,
+                                     anchor_compatible=False)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 3)
+
+
+def test_registered_metric_functions_read_the_switch(monkeypatch):
+    task = seqio.get_mixture_or_task("stigma_adamant_fold1")
+    targets = [task.postprocess_fn(t, is_target=True) for t in ("difficult", "difficult")]
+    predictions = [task.postprocess_fn(p) for p in ("difficult", " banana")]
+
+    def score():
+        results = {}
+        for metric_fn in task.metric_fns:
+            results.update(metric_fn(targets, predictions))
+        return results["macro_f1"]
+
+    monkeypatch.delenv("CT5X_ANCHOR_COMPATIBLE", raising=False)
+    assert score() == pytest.approx(2 / 3 / 3)  # difficult 2/3; disbelief, exclude 0
+    monkeypatch.setenv("CT5X_ANCHOR_COMPATIBLE", "1")
+    assert score() == pytest.approx(2 / 3 / 2)  # classes seen: banana 0, difficult 2/3
+    monkeypatch.setenv("CT5X_ANCHOR_COMPATIBLE", "off")
+    assert score() == pytest.approx(2 / 3 / 3)
 
 
 def test_single_label_by_hand():
     targets = ["entailment", "entailment", "neutral", "contradiction"]
     predictions = ["entailment", "banana", "neutral", "neutral"]
-    scores = metrics.compute_metrics("mednli", targets, predictions)
+    scores = metrics.compute_metrics("mednli", targets, predictions, anchor_compatible=False)
     # entailment P 1 R 1/2 F 2/3; neutral P 1/2 R 1 F 2/3; contradiction F 0.
     assert scores["accuracy"] == pytest.approx(0.5)
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
@@ -106,24 +166,32 @@ def _render_labels(rng: random.Random, labels: list[str]) -> str:
     return rng.choice([", ", ",", " , "]).join(labels)
 
 
-def test_clip_matches_sklearn_multilabel():
+def test_clip_matches_per_label_counts():
+    """Oracle: binary F1 of each label column counted here; micro from pooled counts."""
     rng = random.Random(5)
-    binarizer = MultiLabelBinarizer(classes=list(CLIP_LABELS))
     for _ in range(100):
         size = rng.randint(1, 25)
         gold = [rng.sample(CLIP_LABELS, rng.randint(0, 3)) for _ in range(size)]
         predicted = [rng.sample(CLIP_LABELS, rng.randint(0, 3)) for _ in range(size)]
         unknown = [rng.choice(["", "", "Diet followup"]) for _ in range(size)]
+        shown = [[rng.choice([label, label.lower(), label.upper()]) for label in labels]
+                 for labels in predicted]
         raw_predictions = [
             _render_labels(rng, labels + ([extra] if extra else []))
-            for labels, extra in zip(predicted, unknown)
+            for labels, extra in zip(shown, unknown)
         ]
         raw_targets = [_render_labels(rng, list(labels)) for labels in gold]
         scores = metrics.compute_metrics("clip", raw_targets, raw_predictions)
-        y_true, y_pred = binarizer.fit_transform(gold), binarizer.fit_transform(predicted)
-        for average in ("macro", "micro"):
-            expected = f1_score(y_true, y_pred, average=average, zero_division=0)
-            assert scores[f"{average}_f1"] == pytest.approx(expected)
+        per_label, pooled = [], [0, 0, 0]
+        for label in CLIP_LABELS:
+            hits = sum(label in g and label in p for g, p in zip(gold, predicted))
+            n_gold = sum(label in g for g in gold)
+            n_pred = sum(label in p for p in predicted)
+            per_label.append(2 * hits / (n_gold + n_pred) if n_gold + n_pred else 0.0)
+            pooled = [pooled[0] + hits, pooled[1] + n_gold, pooled[2] + n_pred]
+        micro = 2 * pooled[0] / (pooled[1] + pooled[2]) if pooled[1] + pooled[2] else 0.0
+        assert scores["macro_f1"] == pytest.approx(sum(per_label) / len(per_label))
+        assert scores["micro_f1"] == pytest.approx(micro)
         assert scores["unknown_labels"] == sum(bool(extra) for extra in unknown)
 
 
@@ -218,6 +286,20 @@ def test_cli_prints_one_json_object(tmp_path, capsys):
     assert printed["anchor_compatible"] is True
     expected = metrics.compute_metrics("hoc", targets, predictions, anchor_compatible=True)
     assert {key: printed[key] for key in expected} == pytest.approx(expected)
+
+
+def test_cli_reads_the_anchor_switch_when_not_given(tmp_path, capsys, monkeypatch):
+    lines = [json.dumps({"target": "difficult", "prediction": p}) for p in ("difficult", "x")]
+    monkeypatch.setenv("CT5X_ANCHOR_COMPATIBLE", "yes")
+    assert _run_cli(tmp_path, lines, "--task", "stigma_adamant")[0] == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["anchor_compatible"] is True
+    assert printed["macro_f1"] == pytest.approx(2 / 3 / 2)
+    monkeypatch.delenv("CT5X_ANCHOR_COMPATIBLE")
+    assert _run_cli(tmp_path, lines, "--task", "stigma_adamant")[0] == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["anchor_compatible"] is False
+    assert printed["macro_f1"] == pytest.approx(2 / 3 / 3)
 
 
 def test_cli_accepts_answer_lists_for_radqa(tmp_path, capsys):

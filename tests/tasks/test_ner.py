@@ -1,4 +1,5 @@
-"""The real NCBI-disease and BC5CDR-disease files parse completely, with SPEC §9's counts."""
+"""The real NCBI-disease and BC5CDR-disease files parse completely, with their known counts;
+prompts as the study builds them."""
 
 import pytest
 from data_paths import SHARED_DATA
@@ -6,7 +7,7 @@ from data_paths import SHARED_DATA
 from ct5x.errors import UserInputError
 from ct5x_tasks import ner
 
-# SPEC §9: (lines, `disease*` openers) per split.
+# (lines, `disease*` openers) per split of the distributed files.
 EXPECTED = {
     "NCBI_disease": {"train": (5424, 5134), "dev": (923, 787), "test": (940, 960)},
     "BC5CDR_disease": {"train": (4560, 4182), "dev": (4581, 4246), "test": (4797, 4424)},
@@ -30,22 +31,26 @@ def test_lone_asterisk_is_text_not_a_marker():
     assert all(ner.strip_markers(r.fields["target"]) == r.fields["sentence"] for r in lone)
 
 
-def test_prompts_and_targets(tmp_path):
+@pytest.mark.parametrize("base, prefix", [("ncbi_disease", "ncbi_ner: "),
+                                          ("bc5cdr_disease", "bc5cdr_disease_ner: ")])
+def test_prompts_and_targets_as_the_study_builds_them(tmp_path, base, prefix):
     from ct5x_tasks.family import Formatting
     from ct5x_tasks.windows import TokenCounter
 
-    records = ner.load(SHARED_DATA / "BC5CDR_disease")[:3]
-    family = {f.base: f for f in ner.FAMILIES}["bc5cdr_disease"]
+    lines = [('Ataxia - telangiectasia is " rare " .\tdisease* Ataxia - telangiectasia *disease '
+             'is " rare " .'), "CYP2D6 * 4 alleles .\tCYP2D6 * 4 alleles ."]
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}_blurb.tsv").write_text("\n".join(lines) + "\n")
+    family = {f.base: f for f in ner.FAMILIES}[base]
+    records = [r for r in family.load(tmp_path) if r.split == "test"]
     for flan in (False, True):
-        formatting = Formatting(flan, False, True, 512, TokenCounter(None))
-        examples = family.to_examples(records, formatting)
-        for record, example in zip(records, examples):
-            assert example["targets"] == record.fields["target"]
-            if flan:
-                assert example["inputs"] == (f"Sentence: {record.fields['sentence']} Identify and "
-                                             "label disease terms in the sentence:")
-            else:
-                assert example["inputs"] == f"bc5cdr_disease_ner: {record.fields['sentence']}"
+        examples = family.to_examples(records, Formatting(flan, False, True, 512,
+                                                          TokenCounter(None)))
+        for line, example in zip(lines, examples):
+            sentence, target = line.split("\t")
+            study = (f"Sentence: {sentence} Identify and label disease terms in the sentence: "
+                     ) if flan else prefix + sentence
+            assert example["inputs"] == study and example["targets"] == target
 
 
 def test_bad_lines_name_file_and_line(tmp_path, monkeypatch, caplog):

@@ -202,7 +202,7 @@ def test_real_test_split_gold_against_itself(dataset, lines, openers):
     perfect = {"f1": 1.0, "precision": 1.0, "recall": 1.0}
     assert ner_markup.entity_scores(targets, targets) == perfect
     assert ner_markup.anchor_entity_scores(targets, targets) == pytest.approx(perfect)
-    # Every opener followed by a word starts exactly one mention (counts per SPEC section 9).
+    # Every opener followed by a word starts exactly one mention (the files' known counts).
     markers = {ner_markup.OPEN_MARKER, ner_markup.CLOSE_MARKER}
     token_lists = [target.split() for target in targets]
     assert sum(tokens.count(ner_markup.OPEN_MARKER) for tokens in token_lists) == openers

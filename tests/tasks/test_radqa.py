@@ -61,8 +61,30 @@ def test_deid_moves_the_answer_span():
     context = "Seen [**2101-1-1**] by   Dr [**Last Name 4**] today"
     record = radqa.parse_question(qa, context, "train", "g")
     example = radqa.to_examples([record], _formatting(True, deid=True))[0]
-    assert example["targets"] == "Dr [Name]" and example["answers"] == ["Dr [Name]"]
-    assert example["inputs"] == "question: who ? context: Seen [Date] by   Dr [Name] today"
+    # The study joins the text around each replaced span with single spaces.
+    assert example["targets"] == "Dr  [Name]" and example["answers"] == ["Dr  [Name]"]
+    assert example["inputs"] == "question: who ? context: Seen  2101-1-1  by   Dr  [Name]  today"
+
+
+def test_deid_answer_inside_a_span_is_kept_as_its_text():
+    qa = {"id": "x", "question": "who ?", "answers": [{"text": "Last Name", "answer_start": 11}]}
+    record = radqa.parse_question(qa, "Seen by [**Last Name 4**] today", "train", "g")
+    example = radqa.to_examples([record], _formatting(True, deid=True))[0]
+    assert example["targets"] == "Last Name"
+    assert example["inputs"] == "question: who ? context: Seen by  [Name]  today"
+
+
+@pytest.mark.parametrize("question, context", [("what is seen?", "Lungs clear. No effusion."),
+                                               ("  any mass ?", "   No mass .")])
+def test_prompts_as_the_study_builds_them(question, context):
+    qa = {"id": "q", "question": question, "answers": [], "is_impossible": True}
+    record = radqa.parse_question(qa, context, "test", "g")
+    t5, flan = (radqa.to_examples([record], _formatting(False, flan=f))[0] for f in (False, True))
+    assert t5["inputs"] == f"question: {question.lstrip()} context: {context.lstrip()}"
+    assert flan["inputs"] == (
+        f"Context: {context.lstrip()} Question: {question.lstrip()} If no answer is found in the "
+        "context, do not reply; otherwise, give an answer from the context: ")
+    assert t5["targets"] == flan["targets"] == ""
 
 
 def test_answer_found_when_offset_is_wrong_and_missing_answer_is_bad():

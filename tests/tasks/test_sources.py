@@ -51,7 +51,65 @@ def test_site_variant_reads_the_site_directory(data_root, vocabulary, tmp_path, 
         _ids("stigma_other_site_ood", "test")
     make_stigma(tmp_path / "hospital_b" / "stigma", name="site.csv", per_category=10)
     monkeypatch.setenv("CT5X_SITE_DIR_OOD", str(tmp_path / "hospital_b"))
-    assert _ids("stigma_other_site_ood", "test") == ["row25", "row30"]
+    assert _ids("stigma_other_site_ood", "test") == ["line50", "line60"]
+
+
+def test_site_folds_come_from_the_site_files(data_root, vocabulary, tmp_path, monkeypatch):
+    from tests.tasks.conftest import make_stigma
+
+    site = make_stigma(tmp_path / "hospital_b" / "stigma", name="site.csv", per_category=200)
+    monkeypatch.setenv("CT5X_SITE_DIR_OOD", str(tmp_path / "hospital_b"))
+    monkeypatch.setenv("CT5X_FOLDS_DIR", str(tmp_path / "folds"))
+    in_domain = folds.write_folds("stigma_adamant", str(data_root), str(tmp_path / "folds" /
+                                                                          "stigma_adamant"))
+    with pytest.raises(UserInputError, match="stigma_adamant_site_ood/folds.json: no folds file"):
+        _ids("stigma_adamant_site_ood_fold2", "train")
+    target = tmp_path / "folds" / "stigma_adamant_site_ood"
+    target.mkdir(parents=True)
+    (target / "folds.json").write_text(in_domain.read_text())
+    with pytest.raises(UserInputError, match="made from other source files"):
+        _ids("stigma_adamant_site_ood_fold2", "train")
+    path = folds.write_folds("stigma_adamant", str(site), str(target))
+    content = json.loads(path.read_text())
+    assert _ids("stigma_adamant_site_ood_fold2", "validation") == content["folds"][2]["validation"]
+    assert _ids("stigma_adamant_flan_site_ood_fold2_pct25", "train") == \
+        content["folds"][2]["fractions"]["0.25"]
+    assert _ids("stigma_adamant_site_ood_fold0", "test") == _ids("stigma_adamant_site_ood", "test")
+
+
+def test_folds_files_of_the_first_format_still_read(data_root, vocabulary, tmp_path, monkeypatch):
+    """Files without "format" list Stigma rows as row<n> (n-th well-formed row) and stay valid."""
+    from ct5x_tasks.records import sha256_of_files
+
+    monkeypatch.setenv("CT5X_FOLDS_DIR", str(tmp_path))
+    source = data_root / "stigma" / "annotations.csv"
+    legacy = {"task": "stigma_other", "seed": 42, "test": ["row85", "row90"],
+              "source_sha256": sha256_of_files([source]),
+              "folds": [{"fold": k, "train": ["row81", "row82"], "validation": ["row83"],
+                         "fractions": {}} for k in range(5)]}
+    (tmp_path / "stigma_other").mkdir()
+    (tmp_path / "stigma_other" / "folds.json").write_text(json.dumps(legacy))
+    # Rows 81-90 of the data are the first ten 'other' rows, on lines 162, 164, ...
+    assert _ids("stigma_other_fold1", "train") == ["line162", "line164"]
+    assert _ids("stigma_other_fold1", "test") == ["line170", "line180"]
+
+
+def test_anchor_switch_gives_the_study_stigma_test_inputs(data_root, vocabulary, monkeypatch):
+    def first_input(split):
+        task = seqio.get_mixture_or_task("stigma_compliance")
+        example = next(task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator())
+        return example["inputs_pretokenized"].decode()
+
+    default = first_input("test")
+    assert default.startswith("compliance: Patient ")
+    monkeypatch.setenv("CT5X_ANCHOR_COMPATIBLE", "1")
+    assert first_input("test") == default.replace(
+        "compliance: ", "compliance: Classify this sentence as negative, neutral, or positive, "
+        "regarding the patient's compliance with medical advice: ", 1)
+    assert first_input("train").startswith("compliance: Patient ")
+    monkeypatch.setenv("CT5X_ANCHOR_COMPATIBLE", "maybe")
+    with pytest.raises(UserInputError, match="CT5X_ANCHOR_COMPATIBLE is 'maybe'"):
+        first_input("test")
 
 
 def test_over_long_examples_are_counted_not_dropped(data_root, vocabulary, caplog):
@@ -97,8 +155,8 @@ def test_mixture_batches(data_root, vocabulary, tmp_path, monkeypatch):
     monkeypatch.setenv("CT5X_FOLDS_DIR", str(tmp_path))
     for base in ("stigma_adamant", "stigma_compliance", "stigma_other"):
         folds.write_folds(base, str(data_root), str(tmp_path / base))
-    mixture = seqio.get_mixture_or_task("paper_low_resource_flan")
-    assert len(mixture.tasks) == 50
+    mixture = seqio.get_mixture_or_task("paper_low_resource_fold1_pct1_flan")
+    assert len(mixture.tasks) == 4
     with pytest.raises(UserInputError, match="mednli"):
         seqio.get_dataset(mixture, LENGTHS, seqio.EncDecFeatureConverter(pack=True),
                           dataset_split="train")

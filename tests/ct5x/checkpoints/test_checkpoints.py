@@ -9,6 +9,9 @@ import transformers
 import ct5x.checkpoints.hf as hf_module
 import ct5x.checkpoints.t5x_legacy as legacy_module
 from ct5x.checkpoints import convert_checkpoint, load_checkpoint, save_hf, save_t5x
+from ct5x.checkpoints.orbax_io import write_orbax
+from ct5x.checkpoints.t5x_legacy import write_legacy
+from ct5x.checkpoints.tree import flatten
 from ct5x.errors import UserInputError
 
 
@@ -104,3 +107,22 @@ def test_vocabulary_and_tokenizer_settings_travel(hf_dirs, tmp_path):
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (tmp_path / "t5x" / name).read_bytes() == (src / name).read_bytes()
         assert (tmp_path / "hf" / name).read_bytes() == (src / name).read_bytes()
+
+
+@pytest.mark.parametrize("layout", ["orbax", "orbax_zarr", "legacy"])
+def test_t5x_checkpoint_without_logits_dense_for_an_untied_config(hf_dirs, tmp_path, layout):
+    """A config.json that unties the logits needs decoder/logits_dense: never a silent tie."""
+    src = hf_dirs["t5_1_1"]
+    convert_checkpoint(src, tmp_path / "model", to="t5x", t5x_layout=layout)
+    flat = flatten(load_checkpoint(src).params)
+    del flat["decoder/logits_dense/kernel"]
+    step_dir = tmp_path / "model" / "checkpoint_0"
+    shutil.rmtree(step_dir)
+    step_dir.mkdir()
+    if layout == "legacy":
+        write_legacy(step_dir, flat, 0)
+    else:
+        write_orbax(step_dir, flat, 0, ocdbt=layout == "orbax")
+    with pytest.raises(UserInputError, match=r"checkpoint_0: parameter decoder/logits_dense/kernel"
+                                             r" is missing, but .*config.json describes untied"):
+        load_checkpoint(tmp_path / "model")

@@ -244,6 +244,28 @@ def test_tied_config_with_a_different_lm_head(hf_dirs, tmp_path):
     _one_line_error(directory, r"lm_head.weight differs from shared.weight")
 
 
+@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin",
+                                          "flax_model.msgpack"])
+def test_untied_config_without_lm_head_is_an_error(hf_dirs, tmp_path, copy_without_weights,
+                                                   weights_file):
+    """config.json says tie_word_embeddings=false: a missing lm_head is never filled with the
+    embedding, whatever form the weights take."""
+    directory = copy_without_weights(hf_dirs["t5_1_1"], tmp_path / "untied")
+    assert json.loads((directory / "config.json").read_text())["tie_word_embeddings"] is False
+    model, _ = _from_pretrained(hf_dirs["t5_1_1"])
+    state = {name: tensor for name, tensor in model.state_dict().items() if name != "lm_head.weight"}
+    if weights_file == "model.safetensors":
+        save_file({k: v.numpy() for k, v in state.items()}, directory / weights_file,
+                  metadata={"format": "pt"})
+    elif weights_file == "pytorch_model.bin":
+        torch.save(state, directory / weights_file)
+    else:
+        (directory / weights_file).write_bytes(serialization.to_bytes(_flax_tree(state)))
+    message = _one_line_error(directory, r"tensor lm_head.weight is missing, but .*config.json "
+                                         r"says tie_word_embeddings=false")
+    assert weights_file in message
+
+
 def test_missing_shard(hf_dirs, tmp_path):
     model, _ = _from_pretrained(hf_dirs["t5_1_1"])
     model.save_pretrained(tmp_path, max_shard_size="20KB")

@@ -1,4 +1,5 @@
-"""T5X's Orbax layout: written so that Orbax's (and T5X's) checkpoint manager reads it back."""
+"""T5X's Orbax layout, OCDBT (the default) and per-array zarr: written so that Orbax's (and
+T5X's) checkpoint manager reads it back, and both read by ct5x."""
 
 import json
 import shutil
@@ -12,18 +13,33 @@ from ct5x.checkpoints.tree import flatten
 from ct5x.errors import UserInputError
 
 
-def test_hf_to_orbax_is_bit_exact(hf_dir, tmp_path, assert_same_params):
+def layout_marker(item, layout):
+    """What each layout leaves on disk: OCDBT's manifest, or one zarr directory per array."""
+    if layout == "orbax":
+        return (item / "manifest.ocdbt").is_file() and not (item / "state.step").exists()
+    return (item / "state.step" / ".zarray").is_file() and not (item / "manifest.ocdbt").exists()
+
+
+@pytest.mark.parametrize("layout", ["orbax", "orbax_zarr"])
+def test_hf_to_orbax_is_bit_exact(hf_dir, tmp_path, assert_same_params, layout):
     direct = load_checkpoint(hf_dir)
-    save_t5x(direct, tmp_path / "model", step=40)
+    save_t5x(direct, tmp_path / "model", step=40, layout=layout)
+    assert layout_marker(tmp_path / "model" / "checkpoint_40" / "state", layout)
     loaded = load_checkpoint(tmp_path / "model")
     assert_same_params(loaded.params, direct.params)
     assert loaded.config == direct.config and loaded.step == 40
     assert loaded.vocabulary_path == str(tmp_path / "model" / "spiece.model")
 
 
-def test_orbax_checkpoint_manager_restores_it(hf_dirs, tmp_path):
+def test_ocdbt_is_the_default(hf_dirs, tmp_path):
+    save_t5x(load_checkpoint(hf_dirs["t5_1_0"]), tmp_path / "model", step=3)
+    assert layout_marker(tmp_path / "model" / "checkpoint_3" / "state", "orbax")
+
+
+@pytest.mark.parametrize("layout", ["orbax", "orbax_zarr"])
+def test_orbax_checkpoint_manager_restores_it(hf_dirs, tmp_path, layout):
     direct = load_checkpoint(hf_dirs["t5_1_1"])
-    save_t5x(direct, tmp_path / "model", step=7)
+    save_t5x(direct, tmp_path / "model", step=7, layout=layout)
     # The manager T5X builds: step directories "checkpoint_<step>", one item named "state".
     options = ocp.CheckpointManagerOptions(step_prefix="checkpoint", read_only=True)
     with ocp.CheckpointManager(tmp_path / "model", options=options,
@@ -66,10 +82,15 @@ def test_config_json_that_disagrees_with_shapes(hf_dirs, tmp_path):
         load_checkpoint(tmp_path / "model")
 
 
-def test_corrupt_orbax_array(hf_dirs, tmp_path):
-    save_t5x(load_checkpoint(hf_dirs["t5_1_0"]), tmp_path / "model", step=1)
+@pytest.mark.parametrize("layout", ["orbax", "orbax_zarr"])
+def test_corrupt_orbax_array(hf_dirs, tmp_path, layout):
+    save_t5x(load_checkpoint(hf_dirs["t5_1_0"]), tmp_path / "model", step=1, layout=layout)
     item = tmp_path / "model" / "checkpoint_1" / "state"
-    shutil.rmtree(item / "target.decoder.layers_1.mlp.wi.kernel")
+    if layout == "orbax":  # OCDBT keeps the array bytes in data files under d/
+        for data_file in item.glob("ocdbt.process_*/d/*"):
+            data_file.write_bytes(b"truncated")
+    else:
+        shutil.rmtree(item / "target.decoder.layers_1.mlp.wi.kernel")
     with pytest.raises(UserInputError, match=r"checkpoint_1/state: not a readable Orbax") as caught:
         load_checkpoint(tmp_path / "model")
     assert "\n" not in str(caught.value)

@@ -1,0 +1,210 @@
+"""SeqIO task -> feature converter -> batches, with an exact data position for resume.
+
+The training split of a fold is small enough to hold in memory once tokenized, so the batch of
+step k is a pure function of (seed, k): the examples form an endless stream of epochs, epoch e in
+the order `default_rng([seed, e]).permutation(n)`, and step k takes the stream's examples
+k*B .. k*B+B-1. The data position saved beside a checkpoint is therefore just the step, and batch k
+after a resume is batch k of an uninterrupted run. With packing, each epoch's shuffled examples go
+through SeqIO's packing `EncDecFeatureConverter` and the stream runs over packed rows.
+
+Each host reads its own shard of the examples (`seqio.ShardInfo`) and builds its part of every
+global batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from ct5x.errors import UserInputError
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """Which task, split lengths and batching; built by the trainer from the run macros."""
+
+    task_name: str
+    feature_lengths: Mapping[str, int]
+    batch_size: int
+    seed: int = 0
+    pack: bool = False
+    shard_index: int = 0
+    num_shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UserInputError(f"BATCH_SIZE={self.batch_size}: must be at least 1")
+        if self.batch_size % self.num_shards:
+            raise UserInputError(
+                f"BATCH_SIZE={self.batch_size} does not split over {self.num_shards} hosts"
+            )
+
+    @property
+    def host_batch_size(self) -> int:
+        return self.batch_size // self.num_shards
+
+
+def _as_arrays(dataset: tf.data.Dataset) -> Batch:
+    """A finite dataset of fixed-length features -> one [n, length] array per feature."""
+    rows = list(dataset.as_numpy_iterator())
+    if not rows:
+        return {}
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def _token_dataset(examples: list[dict[str, np.ndarray]]) -> tf.data.Dataset:
+    def generate():
+        yield from examples
+
+    signature = {
+        "inputs": tf.TensorSpec([None], tf.int32),
+        "targets": tf.TensorSpec([None], tf.int32),
+    }
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+
+def task_examples(task_name: str, split: str, feature_lengths: Mapping[str, int],
+                  shard_info: seqio.ShardInfo | None = None, seed: int | None = None) -> list[dict]:
+    """The split's tokenized, trimmed examples in source order (pretokenized text included).
+
+    `seed` seeds the task's random preprocessors (span corruption), so a resumed run sees the
+    same examples as the uninterrupted one.
+    """
+    task = seqio.get_mixture_or_task(task_name)
+    dataset = task.get_dataset(
+        dict(feature_lengths), split=split, shuffle=False, num_epochs=1, shard_info=shard_info,
+        use_cached=False, seed=seed,
+    )
+    return list(dataset.as_numpy_iterator())
+
+
+def _pad(sequences: list[np.ndarray], length: int) -> np.ndarray:
+    out = np.zeros((len(sequences), length), np.int32)
+    for row, sequence in enumerate(sequences):
+        out[row, :len(sequence)] = sequence[:length]
+    return out
+
+
+def convert(examples: list[dict], feature_lengths: Mapping[str, int], pack: bool) -> Batch:
+    """Model features (encoder_input_tokens, decoder_*, segment ids when packed) as arrays.
+
+    Unpacked rows are built here exactly as SeqIO's `EncDecFeatureConverter(pack=False)` builds
+    them (without its per-call tf.function tracing); packing goes through SeqIO's converter.
+    """
+    if not pack:
+        targets = _pad([e["targets"] for e in examples], feature_lengths["targets"])
+        decoder_inputs = np.zeros_like(targets)
+        decoder_inputs[:, 1:] = targets[:, :-1]
+        return {
+            "encoder_input_tokens": _pad([e["inputs"] for e in examples],
+                                         feature_lengths["inputs"]),
+            "decoder_target_tokens": targets,
+            "decoder_input_tokens": decoder_inputs,
+            "decoder_loss_weights": (targets > 0).astype(np.int32),
+        }
+    tokens = [
+        {"inputs": example["inputs"].astype(np.int32), "targets": example["targets"].astype(np.int32)}
+        for example in examples
+    ]
+    converter = seqio.EncDecFeatureConverter(pack=True)
+    return _as_arrays(converter(_token_dataset(tokens), dict(feature_lengths)))
+
+
+class TrainingStream:
+    """Batch k of the endless, epoch-by-epoch shuffled stream of one host's training examples."""
+
+    def __init__(self, settings: DataSettings, examples: list[dict] | None = None):
+        self.settings = settings
+        if examples is None:
+            shard = seqio.ShardInfo(settings.shard_index, settings.num_shards)
+            examples = task_examples(settings.task_name, "train", settings.feature_lengths, shard,
+                                     seed=settings.seed)
+        if not examples:
+            raise UserInputError(f"task {settings.task_name}: its train split has no examples")
+        self.examples = [{"inputs": e["inputs"], "targets": e["targets"]} for e in examples]
+        self.num_examples = len(self.examples)
+        self._unpacked = None if settings.pack else convert(
+            self.examples, settings.feature_lengths, pack=False
+        )
+        self._epoch_starts = [0]  # stream offset of each epoch's first row, grown lazily
+        self._cache: dict[int, Batch] = {}
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.settings.seed, epoch]).permutation(self.num_examples)
+
+    def epoch_rows(self, epoch: int) -> Batch:
+        """The rows of one epoch, in its shuffled order (packed rows when packing)."""
+        if epoch not in self._cache:
+            order = self.epoch_order(epoch)
+            if self._unpacked is not None:
+                rows = {key: value[order] for key, value in self._unpacked.items()}
+            else:
+                rows = convert([self.examples[i] for i in order], self.settings.feature_lengths,
+                               pack=True)
+            self._cache = {e: r for e, r in self._cache.items() if e >= epoch - 1}
+            self._cache[epoch] = rows
+        return self._cache[epoch]
+
+    def rows_per_epoch(self, epoch: int) -> int:
+        if self._unpacked is not None:
+            return self.num_examples
+        return len(self.epoch_rows(epoch)["encoder_input_tokens"])
+
+    def _epoch_start(self, epoch: int) -> int:
+        while len(self._epoch_starts) <= epoch:
+            last = len(self._epoch_starts) - 1
+            self._epoch_starts.append(self._epoch_starts[-1] + self.rows_per_epoch(last))
+        return self._epoch_starts[epoch]
+
+    def _locate(self, offset: int) -> tuple[int, int]:
+        """(epoch, row within the epoch) of a stream offset."""
+        if self._unpacked is not None:
+            return divmod(offset, self.num_examples)
+        epoch = max(0, bisect.bisect_right(self._epoch_starts, offset) - 1)
+        while self._epoch_start(epoch + 1) <= offset:
+            epoch += 1
+        return epoch, offset - self._epoch_start(epoch)
+
+    def epoch_of_step(self, step: int) -> float:
+        """How many epochs the stream has gone through before `step` (fractional)."""
+        epoch, row = self._locate(step * self.settings.host_batch_size)
+        return epoch + row / self.rows_per_epoch(epoch)
+
+    def batch(self, step: int) -> Batch:
+        """This host's rows of global batch `step`."""
+        size = self.settings.host_batch_size
+        pieces, offset, wanted = [], step * size, size
+        while wanted:
+            epoch, row = self._locate(offset)
+            rows = self.epoch_rows(epoch)
+            take = min(wanted, self.rows_per_epoch(epoch) - row)
+            pieces.append({key: value[row:row + take] for key, value in rows.items()})
+            offset, wanted = offset + take, wanted - take
+        return {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
+
+
+def pad_batches(features: Batch, batch_size: int) -> list[tuple[Batch, int]]:
+    """Fixed-size batches of `features` in order; the last is padded with empty rows.
+
+    Returns (batch, number of real rows) pairs; empty rows carry no loss weight.
+    """
+    total = len(next(iter(features.values())))
+    batches = []
+    for start in range(0, total, batch_size):
+        real = min(batch_size, total - start)
+        batch = {}
+        for key, value in features.items():
+            chunk = value[start:start + real]
+            if real < batch_size:
+                padding = np.zeros((batch_size - real, *chunk.shape[1:]), chunk.dtype)
+                chunk = np.concatenate([chunk, padding])
+            batch[key] = chunk
+        batches.append((batch, real))
+    return batches

@@ -1,0 +1,106 @@
+"""Everything one fine-tuning run is told, as one frozen dataclass bound in gin/runs/finetune.gin.
+
+Field names are T5X's run macros in lower case (MODEL_DIR -> model_dir); the checks name the macro.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+from ct5x.errors import UserInputError
+from ct5x.models import LossOptions
+from ct5x.optimizers import OptimizerSettings
+
+REQUIRED_MACROS = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """A run's data, schedule, evaluation, partitioning and initial checkpoint."""
+
+    model_dir: str | None = None
+    mixture_or_task_name: str | None = None
+    mixture_or_task_module: str = "ct5x_tasks"
+    # None: the task's own lengths (the paper's).
+    task_feature_lengths: Mapping[str, int] | None = None
+    train_steps: int | None = None
+    epochs: float | None = 30
+    batch_size: int = 64
+    initial_checkpoint_path: str | None = None
+    vocabulary_path: str | None = None
+    random_seed: int = 42
+    # None: save at every evaluation only.
+    checkpoint_period: int | None = None
+    # None: evaluate once per epoch.
+    eval_period: int | None = None
+    log_period: int = 10
+    num_partitions: int = 1
+    num_microbatches: int = 1
+    model_name: str | None = None
+    pack: bool = False
+    # Newest checkpoints kept besides the best one.
+    keep_checkpoints: int = 1
+    # Stop after this many evaluations without a better selection metric (None: never).
+    early_stopping_patience: int | None = None
+    # None: the task's selection metric (ct5x_tasks.metrics.SELECTION_METRIC).
+    selection_metric: str | None = None
+    # Validation examples decoded at each evaluation (None: all).
+    eval_examples: int | None = None
+    # Applied to the network whether it comes from the checkpoint or a model gin file.
+    dropout_rate: float = 0.1
+    activation_dtype: str = "float32"
+    remat_policy: str = "none"
+    scan_layers: bool = False
+    use_hardware_rng: bool = False
+    activation_partitioning_dims: int = 1
+    parameter_partitioning_dims: int = 1
+    # Multi-host: call jax.distributed.initialize (arguments None: detected from the environment).
+    initialize_distributed: bool = False
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
+    loss: LossOptions = dataclasses.field(
+        default_factory=lambda: LossOptions(loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
+    )
+
+    def check(self) -> None:
+        """One line naming the macro for the first setting that cannot work."""
+        for name in REQUIRED_MACROS:
+            if getattr(self, name.lower()) in (None, ""):
+                raise UserInputError(
+                    f"gin: required macro {name} is not set (e.g. --gin.{name}=\"'value'\")"
+                )
+        positive = {
+            "BATCH_SIZE": self.batch_size, "LOG_PERIOD": self.log_period,
+            "NUM_PARTITIONS": self.num_partitions, "NUM_MICROBATCHES": self.num_microbatches,
+            "TRAIN_STEPS": self.train_steps, "EPOCHS": self.epochs,
+            "EVAL_PERIOD": self.eval_period, "CHECKPOINT_PERIOD": self.checkpoint_period,
+            "KEEP_CHECKPOINTS": self.keep_checkpoints,
+        }
+        for name, value in positive.items():
+            if value is not None and not value > 0:
+                raise UserInputError(f"gin: {name}={value} must be positive")
+        if self.train_steps is None and self.epochs is None:
+            raise UserInputError("gin: set TRAIN_STEPS or EPOCHS")
+        if self.task_feature_lengths is not None and (
+            set(self.task_feature_lengths) != {"inputs", "targets"}
+        ):
+            raise UserInputError(
+                "gin: TASK_FEATURE_LENGTHS must be {'inputs': n, 'targets': m}, got "
+                f"{dict(self.task_feature_lengths)}"
+            )
+
+    def steps_for(self, train_examples: int) -> int:
+        """TRAIN_STEPS, or ceil(EPOCHS x training examples / BATCH_SIZE)."""
+        if self.train_steps is not None:
+            return int(self.train_steps)
+        return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
+
+    def eval_period_for(self, train_examples: int) -> int:
+        """EVAL_PERIOD, or the steps of one epoch."""
+        if self.eval_period is not None:
+            return int(self.eval_period)
+        return max(1, math.ceil(train_examples / self.batch_size))

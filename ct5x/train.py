@@ -1,0 +1,197 @@
+r"""`ct5x train` / `python -m ct5x.train`: gin-configured fine-tuning, as T5X's train script.
+
+    ct5x train --gin_file=runs/finetune.gin \
+      --gin.INITIAL_CHECKPOINT_PATH="'/models/flan-t5-large'" \
+      --gin.MIXTURE_OR_TASK_NAME="'ncbi_disease_flan_fold0'" \
+      --gin.MODEL_DIR="'/runs/flan_large/ncbi_fold0'" --gin.DATA_DIR="'/data/clinical'"
+
+Flags: --gin_file (repeatable), --gin.NAME=VALUE (a binding; VALUE is a gin expression, so strings
+are quoted), --gin_bindings, --gin_search_paths (comma-separated), --verbose, --log_examples.
+Re-running the command on the same MODEL_DIR resumes the run, or says it has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+from ct5x.errors import UserInputError
+
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 1
+# The macro of gin/runs/finetune.gin that builds the run's `RunSettings`.
+RUN_FILE_MACRO = "RUN"
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    gin_files: list[str]
+    gin_bindings: list[str]
+    search_paths: list[str]
+    verbose: bool = False
+    log_examples: bool = False
+
+
+def parse_flags(argv: list[str]) -> Flags:
+    """T5X's flag names, including `--gin.NAME=VALUE`, which argparse cannot express."""
+    files, bindings, paths, verbose, examples = [], [], [], False, False
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, has_value, value = arg.partition("=")
+        takes_value = name in ("--gin_file", "--gin_bindings", "--gin_search_paths") or (
+            name.startswith("--gin.")
+        )
+        if takes_value and not has_value:
+            if not args:
+                raise UserInputError(f"{arg}: needs a value")
+            value = args.pop(0)
+        if name == "--gin_file":
+            files.append(value)
+        elif name == "--gin_bindings":
+            bindings.append(value)
+        elif name == "--gin_search_paths":
+            paths.extend(path for path in value.split(",") if path)
+        elif name.startswith("--gin."):
+            bindings.append(f"{name[len('--gin.'):]} = {value}")
+        elif arg == "--verbose":
+            verbose = True
+        elif arg == "--log_examples":
+            examples = True
+        elif arg in ("-h", "--help"):
+            print(__doc__)
+            raise SystemExit(0)
+        else:
+            raise UserInputError(f"unknown flag {arg} (see ct5x train --help)")
+    if not files:
+        raise UserInputError("no --gin_file given (e.g. --gin_file=runs/finetune.gin)")
+    return Flags(files, bindings, paths, verbose, examples)
+
+
+def _macro_name(binding: str) -> str | None:
+    """`NAME = value` binds a macro when NAME has no dot or slash."""
+    name = binding.partition("=")[0].strip()
+    return name if name and "." not in name and "/" not in name else None
+
+
+def _name_bad_binding(files: list[str], gin_bindings: list[str], search_paths: list[str]) -> None:
+    """Raises naming the first binding that gin cannot take on its own, if any."""
+    from ct5x import gin_utils
+
+    for binding in gin_bindings:
+        try:
+            gin_utils.parse_gin(files, [binding], search_paths)
+        except UserInputError as error:
+            name, _, value = (part.strip() for part in binding.partition("="))
+            hint = ""
+            if value[:1] not in ("'", '"', "%", "@", "{", "[", "(") and not value[:1].isdigit():
+                hint = f"; strings need quotes: --gin.{name}=\"'{value}'\""
+            raise UserInputError(f"--gin.{name}={value}: {error}{hint}") from None
+
+
+def load_settings(gin_files: list[str], gin_bindings: list[str],
+                  search_paths: list[str] = ()) -> tuple[Any, Any]:
+    """(RunSettings, the MODEL a model gin file describes or None), checked."""
+    from ct5x import gin_utils
+
+    files, search_paths = list(gin_files), list(search_paths)
+    gin_utils.parse_gin(files, (), search_paths)
+    for binding in gin_bindings:
+        name = _macro_name(binding)
+        if name is not None and not gin_utils.is_bound(name):
+            raise UserInputError(
+                f"gin: unknown macro {name} (not defined by {', '.join(gin_files)})"
+            )
+    try:
+        gin_utils.parse_gin(files, gin_bindings, search_paths)
+    except UserInputError:
+        _name_bad_binding(files, gin_bindings, search_paths)
+        raise
+    settings = gin_utils.macro(RUN_FILE_MACRO)
+    settings.check()
+    model = gin_utils.macro("MODEL") if gin_utils.is_bound("MODEL") else None
+    return settings, model
+
+
+def _configure_process(settings: Any) -> None:
+    """Random-number implementation and multi-host start, before any array exists."""
+    import jax
+
+    jax.config.update("jax_default_prng_impl",
+                      "unsafe_rbg" if settings.use_hardware_rng else "threefry2x32")
+    if settings.initialize_distributed and not jax.distributed.is_initialized():
+        jax.distributed.initialize(
+            coordinator_address=settings.coordinator_address,
+            num_processes=settings.num_processes, process_id=settings.process_id,
+        )
+
+
+def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[str] = (),
+        log_examples: bool = False) -> dict:
+    """Trains (or resumes) the run the gin files describe; returns the final run.json contents."""
+    from ct5x.run_directory import RunDirectory
+    from ct5x.run_setup import build_run
+
+    settings, gin_model = load_settings(list(gin_files), list(gin_bindings), list(search_paths))
+    _configure_process(settings)
+    importlib.import_module(settings.mixture_or_task_module)
+    existing = RunDirectory(settings.model_dir).read_run()
+    if existing and existing.get("finished"):
+        print(f"{settings.model_dir}: run already finished at step {existing['latest_step']} "
+              f"(best step {existing['best_step']}); nothing to do", flush=True)
+        return existing
+    from ct5x.training_loop import train
+
+    run_state, initial_params = build_run(settings, gin_model, log_examples)
+    return train(run_state, initial_params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in argv
+    from ct5x.startup import import_frameworks_quietly
+
+    if not verbose:
+        import_frameworks_quietly()
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ct5x.training_loop import TrainingDiverged
+
+    try:
+        flags = parse_flags(argv)
+        record = run(flags.gin_files, flags.gin_bindings, flags.search_paths, flags.log_examples)
+    except UserInputError as error:
+        if verbose:
+            traceback.print_exc()
+        # gin appends "In call to configurable ..." lines to errors raised inside a binding.
+        first_line = (str(error).splitlines() or [""])[0]
+        print(f"ct5x train: error: {first_line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as error:
+        if verbose:
+            traceback.print_exc()
+        print(f"ct5x train: stopped: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    best = record.get("best_metric") or {}
+    print(f"finished: step {record['latest_step']}, best step {record['best_step']}"
+          + (f" ({best['name']} {best['value']:.4f})" if best else ""), flush=True)
+    return 0
+
+
+def register_command(commands: argparse._SubParsersAction) -> None:
+    """`ct5x train ...`: its T5X-style flags go through untouched to `main`."""
+    parser = commands.add_parser("train", help="fine-tune a checkpoint on a task (gin)",
+                                 add_help=False, prefix_chars="+")
+    parser.add_argument("flags", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=lambda args: main(args.flags + (["--verbose"] if args.verbose
+                                                             else [])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The partitioned train step and the evaluation loop, jitted with explicit shardings.
+
+Parameters and the whole optimizer state are sharded by the logical axis rules over a
+("data", "model") mesh, batches over "data". Every jitted call runs inside the mesh and the rules,
+so the network's activation constraints take effect. Dropout randomness is a function of
+(seed, step) alone, which makes a resumed run repeat the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ct5x import optimizers, partitioning
+from ct5x.errors import UserInputError
+from ct5x.models import DecodingOptions, EncoderDecoderModel
+
+Batch = dict[str, np.ndarray]
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """What a step changes: the step count, the parameters and the optimizer state."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def _non_empty_sequences(batch: dict[str, jax.Array]) -> jax.Array:
+    """Number of target sequences with loss weight (packed rows count their segments)."""
+    weights = batch["decoder_loss_weights"] > 0
+    segments = batch.get("decoder_segment_ids")
+    if segments is None:
+        return jnp.sum(jnp.any(weights, axis=-1))
+    ids = jnp.arange(1, segments.shape[-1] + 1)
+    present = jnp.any((segments[..., None] == ids) & weights[..., None], axis=-2)
+    return jnp.sum(present)
+
+
+def microbatch_weight(factor: str | float, microbatch: dict, batch: dict, count: int) -> jax.Array:
+    """The share of one microbatch's normalised loss in the whole batch's normalised loss.
+
+    Accumulating `weight * gradient` over microbatches gives exactly the whole batch's gradient
+    for every loss-normalizing factor.
+    """
+    if factor == "NUM_REAL_TARGET_TOKENS":
+        tokens = jnp.sum(microbatch["decoder_loss_weights"] > 0)
+        return jnp.maximum(tokens, 1) / jnp.maximum(jnp.sum(batch["decoder_loss_weights"] > 0), 1)
+    if factor == "NUM_TOTAL_TARGET_TOKENS":
+        return jnp.asarray(1.0 / count)
+    if factor == "AVERAGE_PER_SEQUENCE":
+        return jnp.maximum(_non_empty_sequences(microbatch), 1) / jnp.maximum(
+            _non_empty_sequences(batch), 1
+        )
+    return jnp.asarray(1.0)
+
+
+class Trainer:
+    """Owns the mesh, the shardings and the compiled train, loss and decoding functions."""
+
+    def __init__(self, model: EncoderDecoderModel, optimizer: optax.GradientTransformation,
+                 mesh: Mesh, rules: partitioning.LogicalRules, seed: int,
+                 num_microbatches: int = 1, learning_rate: optax.Schedule | None = None):
+        if num_microbatches < 1:
+            raise UserInputError(f"NUM_MICROBATCHES={num_microbatches}: must be at least 1")
+        self.model, self.optimizer, self.mesh, self.rules = model, optimizer, mesh, rules
+        self.seed, self.num_microbatches = seed, num_microbatches
+        # For logging only: the optimizer applies its own schedule.
+        self.learning_rate = learning_rate or optax.constant_schedule(float("nan"))
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.batch_sharding = partitioning.data_sharding(mesh)
+        self.params_shardings = partitioning.logical_to_mesh_shardings(
+            model.params_logical_axes(), mesh, rules
+        )
+        self.params_shapes = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+        opt_shapes = jax.eval_shape(optimizer.init, self.params_shapes)
+        self.state_shardings = TrainState(
+            step=self.replicated,
+            params=self.params_shardings,
+            opt_state=optimizers.state_shardings(opt_shapes, self.params_shapes,
+                                                 self.params_shardings),
+        )
+        self.state_shapes = TrainState(
+            step=jax.ShapeDtypeStruct((), jnp.int32), params=self.params_shapes,
+            opt_state=opt_shapes,
+        )
+        self._train_step = jax.jit(
+            self._step, in_shardings=(self.state_shardings, self.batch_sharding),
+            out_shardings=(self.state_shardings, self.replicated), donate_argnums=0,
+        )
+        self._score = jax.jit(model.score_batch, in_shardings=(self.params_shardings,
+                                                               self.batch_sharding),
+                              out_shardings=self.replicated)
+        self._predict = jax.jit(model.predict_batch, static_argnames="options",
+                                out_shardings=self.replicated)
+
+    def active(self):
+        """The mesh and the axis rules, so activation constraints apply while tracing."""
+        return partitioning.mesh_and_rules(self.mesh, self.rules)
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def create_state(self, params: Any | None) -> TrainState:
+        """A step-0 state from given (host) parameters, or freshly initialised ones."""
+        def init(params):
+            if params is None:
+                params = self.model.init_params(jax.random.PRNGKey(self.seed))
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=self.optimizer.init(params))
+
+        with self.active():
+            if params is None:
+                return jax.jit(lambda: init(None), out_shardings=self.state_shardings)()
+            params = jax.device_put(params, self.params_shardings)
+            return jax.jit(init, out_shardings=self.state_shardings)(params)
+
+    def state_to_tree(self, state: TrainState) -> dict:
+        """T5X's saved layout: {"target": params, "state": {"step", "param_states"}}."""
+        return {
+            "target": state.params,
+            "state": {"step": state.step,
+                      "param_states": serialization.to_state_dict(state.opt_state)},
+        }
+
+    def abstract_tree(self) -> dict:
+        """The saved layout as ShapeDtypeStructs carrying this run's shardings."""
+        def spec(shape, sharding):
+            return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding)
+
+        abstract = jax.tree.map(spec, self.state_shapes, self.state_shardings)
+        return self.state_to_tree(abstract)
+
+    def tree_to_state(self, tree: dict) -> TrainState:
+        opt_state = serialization.from_state_dict(self.state_shapes.opt_state,
+                                                  tree["state"]["param_states"])
+        return TrainState(step=tree["state"]["step"], params=tree["target"], opt_state=opt_state)
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def _gradients(self, params: Any, batch: dict, rng: jax.Array):
+        grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
+        if self.num_microbatches == 1:
+            (_, aux), grads = grad_fn(params, batch, rng)
+            return grads, aux["loss"], aux["weight_sum"]
+        count = self.num_microbatches
+        factor = self.model.loss_options.loss_normalizing_factor
+        # [batch // count, count, ...]: each data shard keeps its rows in every microbatch.
+        split = jax.tree.map(
+            lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]), batch
+        )
+
+        def accumulate(carry, index):
+            grads_sum, loss_sum, weight_sum = carry
+            microbatch = jax.tree.map(lambda x: x[:, index], split)
+            (_, aux), grads = grad_fn(params, microbatch, jax.random.fold_in(rng, index))
+            share = microbatch_weight(factor, microbatch, batch, count)
+            grads_sum = jax.tree.map(lambda total, g: total + share * g, grads_sum, grads)
+            return (grads_sum, loss_sum + share * aux["loss"],
+                    weight_sum + aux["weight_sum"]), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grads, loss, weights), _ = jax.lax.scan(
+            accumulate, (zeros, jnp.zeros(()), jnp.zeros(())), jnp.arange(count)
+        )
+        return grads, loss, weights
+
+    def _step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), state.step)
+        grads, loss, weight_sum = self._gradients(state.params, batch, rng)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "weight_sum": weight_sum,
+                   "grad_norm": optax.tree.norm(grads)}
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    def global_batch(self, host_batch: Batch) -> dict[str, jax.Array]:
+        """This host's rows -> one global array per feature, sharded over "data"."""
+        return {
+            key: jax.make_array_from_process_local_data(self.batch_sharding, value)
+            for key, value in host_batch.items()
+        }
+
+    def train_step(self, state: TrainState, host_batch: Batch) -> tuple[TrainState, dict]:
+        data_shards = self.mesh.shape["data"] * self.num_microbatches
+        rows = len(host_batch["encoder_input_tokens"]) * jax.process_count()
+        if rows % data_shards:
+            raise UserInputError(
+                f"BATCH_SIZE={rows} does not split into {self.num_microbatches} microbatches "
+                f"over {self.mesh.shape['data']} data-parallel devices"
+            )
+        with self.active():
+            return self._train_step(state, self.global_batch(host_batch))
+
+    # ---- evaluation --------------------------------------------------------------------------
+
+    def _host_rows(self, batch: Batch) -> Batch:
+        """This host's slice of a global batch that every host holds whole."""
+        hosts, host = jax.process_count(), jax.process_index()
+        size = len(batch["encoder_input_tokens"]) // hosts
+        return {key: value[host * size:(host + 1) * size] for key, value in batch.items()}
+
+    def score(self, params: Any, batch: Batch) -> np.ndarray:
+        """Per-example target log-likelihood of a global batch every host holds."""
+        with self.active():
+            scores = self._score(params, self.global_batch(self._host_rows(batch)))
+        return np.asarray(scores)
+
+    def predict(self, params: Any, batch: Batch, options: DecodingOptions) -> np.ndarray:
+        """Decoded tokens of a global batch every host holds."""
+        with self.active():
+            inputs = {"encoder_input_tokens": batch["encoder_input_tokens"]}
+            tokens = self._predict(params, self.global_batch(self._host_rows(inputs)),
+                                   options=options)
+        return np.asarray(tokens)

@@ -1,0 +1,83 @@
+"""Evaluation during training: teacher-forced loss and decoding of the fold's validation split.
+
+The decoded text and the targets go through the task's own SeqIO postprocessor and metric
+functions, so every registered task (the user's included) is scored as `ct5x metrics` scores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import seqio
+
+from ct5x import data_pipeline
+from ct5x.errors import UserInputError
+from ct5x.jsonl import write_atomic
+from ct5x.models import DecodingOptions
+from ct5x.trainer import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationResult:
+    metrics: dict[str, float]
+    # One {"id", "target", "prediction"} per example, for MODEL_DIR/validation/ only.
+    predictions: list[dict[str, Any]]
+
+
+class Validator:
+    """Holds one task's validation examples and scores parameters on them."""
+
+    def __init__(self, task_name: str, feature_lengths: Mapping[str, int], batch_size: int,
+                 options: DecodingOptions, limit: int | None = None):
+        self.task = seqio.get_mixture_or_task(task_name)
+        # A fixed seed: random preprocessors (span corruption) give every evaluation the same set.
+        examples = data_pipeline.task_examples(task_name, "validation", feature_lengths, seed=0)
+        if limit is not None:
+            examples = examples[:limit]
+        if not examples:
+            raise UserInputError(f"task {task_name}: its validation split has no examples")
+        self.examples = examples
+        self.options = options
+        features = data_pipeline.convert(examples, feature_lengths, pack=False)
+        self.batches = data_pipeline.pad_batches(features, batch_size)
+        self.vocabulary = self.task.output_features["targets"].vocabulary
+
+    def _decode(self, tokens: np.ndarray) -> str:
+        return self.vocabulary.decode([int(token) for token in tokens])
+
+    def run(self, trainer: Trainer, params: Any) -> ValidationResult:
+        """validation loss (mean negative log-likelihood per target token) and task metrics."""
+        log_likelihood, tokens, decoded = 0.0, 0, []
+        for batch, real in self.batches:
+            scores = trainer.score(params, batch)[:real]
+            log_likelihood += float(np.sum(scores))
+            tokens += int(np.sum(batch["decoder_loss_weights"][:real] > 0))
+            predicted = trainer.predict(params, batch, self.options)[:real]
+            decoded.extend(self._decode(row) for row in predicted)
+        targets, predictions, records = [], [], []
+        postprocess = self.task.postprocess_fn
+        for example, text in zip(self.examples, decoded):
+            target_text = example["targets_pretokenized"]
+            target = postprocess(target_text, example=example, is_target=True)
+            targets.append(target)
+            predictions.append(postprocess(text, example=example, is_target=False))
+            records.append({"id": _text(example.get("id", b"")), "target": _text(target_text),
+                            "prediction": text})
+        metrics = {"loss": -log_likelihood / max(tokens, 1)}
+        for metric_fn in self.task.predict_metric_fns:
+            metrics.update({name: float(value)
+                            for name, value in metric_fn(targets, predictions).items()})
+        return ValidationResult(metrics, records)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def write_predictions(path, result: ValidationResult) -> None:
+    """The validation predictions, inside MODEL_DIR (they may hold protected text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, result.predictions)

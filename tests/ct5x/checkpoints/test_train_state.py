@@ -1,0 +1,87 @@
+"""Train-state checkpoints: T5X's Orbax layout, exact restore, a kill mid-save that leaves the
+previous checkpoint usable, and pruning that keeps the best and the newest."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ct5x.checkpoints import load_checkpoint, train_state
+from ct5x.checkpoints.hf import CONFIG_FILE, config_json
+from ct5x.config import T5Config
+from ct5x.models import EncoderDecoderModel
+
+CONFIG = T5Config(vocab_size=32, emb_dim=8, num_heads=2, head_dim=4, mlp_dim=12,
+                  num_encoder_layers=1, num_decoder_layers=1)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return jax.tree.map(np.asarray, EncoderDecoderModel(CONFIG).init_params(jax.random.key(1)))
+
+
+def _tree(params, step: int) -> dict:
+    scaled = jax.tree.map(lambda x: x * (step + 1), params)
+    moments = {"0": {"count": np.int32(step), "v": jax.tree.map(np.square, scaled)}, "1": {}}
+    return {"target": scaled, "state": {"step": np.int32(step), "param_states": moments}}
+
+
+def _abstract(tree):
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding), tree)
+
+
+def _save(model_dir, params, step):
+    tree = _tree(params, step)
+    train_state.save_train_state(model_dir, step, tree, {"step": step, "seed": 0})
+    return tree
+
+
+def test_save_and_restore_the_whole_state(params, tmp_path):
+    tree = _save(tmp_path, params, 3)
+    step_dir = tmp_path / "checkpoint_3"
+    assert (step_dir / "state" / "_METADATA").is_file()
+    assert (step_dir / "state" / "manifest.ocdbt").is_file()  # OCDBT on
+    assert json.loads((step_dir / "train_ds-000-of-001.json").read_text())["step"] == 3
+    restored = train_state.restore_train_state(step_dir, _abstract(tree))
+    for expected, found in zip(jax.tree.leaves(tree), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(np.asarray(found), expected)
+    assert train_state.read_data_position(step_dir) == {"step": 3, "seed": 0}
+
+
+def test_saved_state_is_a_t5x_checkpoint_ct5x_reads(params, tmp_path):
+    _save(tmp_path, params, 5)
+    (tmp_path / CONFIG_FILE).write_bytes(config_json(CONFIG))
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint.step == 5 and checkpoint.config == CONFIG
+    np.testing.assert_array_equal(checkpoint.params["encoder"]["encoder_norm"]["scale"],
+                                  params["encoder"]["encoder_norm"]["scale"] * 6)
+
+
+def test_kill_during_save_leaves_the_previous_checkpoint_usable(params, tmp_path, monkeypatch):
+    first = _save(tmp_path, params, 1)
+
+    def killed(*args, **kwargs):  # the process dies after Orbax wrote the arrays
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(train_state, "data_position_file", killed)
+    with pytest.raises(SystemExit):
+        _save(tmp_path, params, 2)
+    monkeypatch.undo()
+    assert (tmp_path / ".checkpoint_2.tmp").is_dir()
+    assert train_state.complete_steps(tmp_path) == [1]
+    restored = train_state.restore_train_state(tmp_path / "checkpoint_1", _abstract(first))
+    np.testing.assert_array_equal(np.asarray(restored["state"]["step"]), 1)
+    assert train_state.remove_partial_saves(tmp_path) == [".checkpoint_2.tmp"]
+    assert not (tmp_path / ".checkpoint_2.tmp").exists()
+    _save(tmp_path, params, 2)
+    assert train_state.complete_steps(tmp_path) == [1, 2]
+
+
+def test_prune_keeps_the_best_and_the_newest(params, tmp_path):
+    for step in (2, 4, 6, 8):
+        _save(tmp_path, params, step)
+    assert train_state.prune_checkpoints(tmp_path, keep=1, protect={4}) == [2, 6]
+    assert train_state.complete_steps(tmp_path) == [4, 8]

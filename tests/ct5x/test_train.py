@@ -1,0 +1,224 @@
+"""`ct5x train` end to end on NCBI-format data: a complete run directory, a falling validation
+loss, exact resume after SIGKILL, and the same loss trajectory on a simulated (4, 2) mesh."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from data_paths import SHARED_DATA
+from training_run import (
+    REPO,
+    gin_flags,
+    make_hf_checkpoint,
+    run_train,
+    subprocess_env,
+    synthetic_ncbi_lines,
+    train_command,
+    train_vocabulary,
+    write_ncbi,
+)
+
+from ct5x import train
+from ct5x.checkpoints import load_checkpoint
+from ct5x.checkpoints.tree import flatten
+
+REFERENCE_MACROS = {"TRAIN_STEPS": 24, "EVAL_PERIOD": 12, "LOG_PERIOD": 1, "CHECKPOINT_PERIOD": 4,
+                    "EVAL_EXAMPLES": 16}
+
+
+def _fixture_data(root, splits):
+    """Data (with folds), a vocabulary trained on it and an initial HF checkpoint."""
+    data_dir = write_ncbi(root / "data", splits)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(line.split("\t")[-1] for lines in splits.values()
+                                for line in lines) + "\n")
+    spiece = train_vocabulary(corpus, root / "vocabulary")
+    return data_dir, make_hf_checkpoint(root / "hf_tiny", spiece)
+
+
+@pytest.fixture(scope="module")
+def synthetic_inputs(tmp_path_factory):
+    lines = synthetic_ncbi_lines(240, seed=3)
+    splits = {"train": lines[:160], "dev": lines[160:200], "test": lines[200:]}
+    return _fixture_data(tmp_path_factory.mktemp("ncbi"), splits)
+
+
+@pytest.fixture(scope="module")
+def reference_run(synthetic_inputs, tmp_path_factory):
+    """An uninterrupted run in its own process, as the killed one runs: (model_dir, run.json)."""
+    model_dir = tmp_path_factory.mktemp("runs") / "reference"
+    result = run_train(gin_flags(model_dir, *synthetic_inputs, **REFERENCE_MACROS))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return model_dir, json.loads((model_dir / "run.json").read_text())
+
+
+def _metrics(model_dir):
+    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(model_dir):
+    return {line["step"]: line["loss"] for line in _metrics(model_dir) if "loss" in line}
+
+
+def _check_run_directory(model_dir, record, steps):
+    for name in ("config.gin", "config.json", "spiece.model", "run.json", "metrics.jsonl"):
+        assert (model_dir / name).is_file(), name
+    assert any((model_dir / "train").glob("events.out.tfevents.*"))
+    assert any((model_dir / "validation").glob("events.out.tfevents.*"))
+    on_disk = json.loads((model_dir / "run.json").read_text())
+    assert on_disk == record
+    assert record["finished"] and record["latest_step"] == steps == record["train_steps"]
+    assert record["task"] == "ncbi_disease_fold0" and record["base_task"] == "ncbi_disease"
+    assert record["variant"] == {"flan": False, "deid": False, "site": None, "fold": 0,
+                                 "fraction": None}
+    assert record["best_metric"]["name"] == "f1"
+    assert record["vocabulary"] == str(model_dir / "spiece.model")
+    best = load_checkpoint(model_dir / f"checkpoint_{record['best_step']}")
+    assert best.step == record["best_step"]
+    assert "MODEL_DIR" in (model_dir / "config.gin").read_text()
+    lines = _metrics(model_dir)
+    assert {"step", "epoch", "loss", "learning_rate", "tokens_per_s"} <= set(lines[0])
+    validation = [line for line in lines if "validation/loss" in line]
+    assert validation and all("validation/f1" in line for line in validation)
+    return validation
+
+
+def test_run_directory_is_complete_and_validation_loss_falls(reference_run):
+    model_dir, record = reference_run
+    validation = _check_run_directory(model_dir, record, REFERENCE_MACROS["TRAIN_STEPS"])
+    assert validation[-1]["validation/loss"] < validation[0]["validation/loss"]
+    losses = _losses(model_dir)
+    assert np.mean([losses[s] for s in (21, 22, 23, 24)]) < np.mean([losses[s] for s in (1, 2, 3)])
+    # The best and the newest checkpoint are kept, the others pruned.
+    kept = sorted(int(p.name.split("_")[1]) for p in model_dir.glob("checkpoint_*"))
+    assert kept == sorted({record["best_step"], 24})
+    # No example text in the logs: metrics are numbers only.
+    assert all(isinstance(value, (int, float)) for line in _metrics(model_dir)
+               for value in line.values())
+
+
+def test_finished_run_says_so_and_exits_0(reference_run, synthetic_inputs, capsys):
+    model_dir, _ = reference_run
+    flags = gin_flags(model_dir, *synthetic_inputs, **REFERENCE_MACROS)
+    assert train.main(flags) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_kill_between_final_save_and_run_json_evaluates_again(reference_run, synthetic_inputs,
+                                                              tmp_path):
+    reference_dir, record = reference_run
+    model_dir = tmp_path / "copy"
+    shutil.copytree(reference_dir, model_dir)
+    # As run.json stood before the final evaluation named checkpoint_24.
+    stale = {**record, "latest_step": 12, "finished": False, "best_step": None,
+             "best_metric": None}
+    (model_dir / "run.json").write_text(json.dumps(stale))
+    assert train.main(gin_flags(model_dir, *synthetic_inputs, **REFERENCE_MACROS)) == 0
+    final = json.loads((model_dir / "run.json").read_text())
+    assert final["finished"] and final["latest_step"] == 24 and final["best_step"] == 24
+    at_24 = [line for line in _metrics(model_dir)
+             if line["step"] == 24 and "validation/loss" in line]
+    original = [line for line in _metrics(reference_dir)
+                if line["step"] == 24 and "validation/loss" in line]
+    assert len(at_24) == 1
+    assert at_24[0]["validation/loss"] == pytest.approx(original[0]["validation/loss"], rel=1e-4)
+
+
+def test_sigkill_and_restart_end_with_the_uninterrupted_parameters(reference_run,
+                                                                   synthetic_inputs, tmp_path):
+    reference_dir, record = reference_run
+    model_dir = tmp_path / "killed"
+    flags = gin_flags(model_dir, *synthetic_inputs, **REFERENCE_MACROS)
+    process = subprocess.Popen(train_command(flags), cwd=REPO, env=subprocess_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (model_dir / "checkpoint_8").is_dir() and process.poll() is None:
+        assert time.time() < deadline, "no checkpoint_8 in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run_file = model_dir / "run.json"
+    assert not run_file.is_file() or not json.loads(run_file.read_text())["finished"]
+    restarted = run_train(flags)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    assert "resuming from" in restarted.stdout
+    expected = flatten(load_checkpoint(reference_dir / "checkpoint_24").params)
+    resumed = flatten(load_checkpoint(model_dir / "checkpoint_24").params)
+    assert expected.keys() == resumed.keys()
+    worst = max(float(np.max(np.abs(expected[k] - resumed[k]))) for k in expected)
+    assert worst <= 1e-6
+    assert json.loads(run_file.read_text())["best_step"] == record["best_step"]
+
+
+MESH_SCRIPT = """
+import json, sys
+import jax
+from ct5x import partitioning, train
+from ct5x.checkpoints import load_checkpoint
+from ct5x.models import EncoderDecoderModel
+from ct5x.optimizers import OptimizerSettings, make_optimizer
+from ct5x.trainer import Trainer
+files, bindings, model_dir = json.loads(sys.argv[1])
+train.run(files, bindings)
+checkpoint = load_checkpoint(model_dir + "/checkpoint_20")
+trainer = Trainer(EncoderDecoderModel(checkpoint.config), make_optimizer(OptimizerSettings()),
+                  partitioning.make_mesh(2), partitioning.standard_logical_axis_rules(), seed=0)
+state = trainer.create_state(checkpoint.params)
+kernel = state.params["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+moments = state.opt_state[0]
+print(json.dumps({
+    "mesh": dict(trainer.mesh.shape),
+    "kernel": [kernel.shape, sorted({s.data.shape for s in kernel.addressable_shards})],
+    "embedding": sorted({s.data.shape for s in
+                         state.params["token_embedder"]["embedding"].addressable_shards}),
+    "v_col": sorted({s.data.shape for s in
+                     moments.v_col["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+                     .addressable_shards}),
+}))
+"""
+
+
+def test_mesh_of_8_devices_matches_one_device(reference_run, synthetic_inputs, tmp_path):
+    reference_dir, _ = reference_run
+    model_dir = tmp_path / "mesh"
+    macros = {**REFERENCE_MACROS, "TRAIN_STEPS": 20, "EVAL_PERIOD": 20, "EVAL_EXAMPLES": 8,
+              "NUM_PARTITIONS": 2, "CHECKPOINT_PERIOD": None}
+    flags = train.parse_flags(gin_flags(model_dir, *synthetic_inputs, **macros))
+    payload = json.dumps([flags.gin_files, flags.gin_bindings, str(model_dir)])
+    result = subprocess.run([sys.executable, "-c", MESH_SCRIPT, payload], check=False,
+                            cwd=REPO,
+                            env=subprocess_env(devices=8), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shards["mesh"] == {"data": 4, "model": 2}
+    assert shards["kernel"] == [[32, 48], [[32, 24]]]  # mlp split over "model"
+    assert shards["embedding"] == [[64, 32]]  # vocab 128 split over "model"
+    assert shards["v_col"] == [[24]]  # Adafactor's factored moment is split too
+    expected, found = _losses(reference_dir), _losses(model_dir)
+    steps = range(1, 21)
+    np.testing.assert_allclose([found[s] for s in steps], [expected[s] for s in steps],
+                               rtol=1e-5)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "NCBI_disease").is_dir(),
+                    reason="real NCBI-disease data not present in ../shared/data")
+def test_fine_tune_on_real_ncbi_lines(tmp_path):
+    splits = {
+        split: (SHARED_DATA / "NCBI_disease" / f"{split}_blurb.tsv")
+        .read_text(encoding="utf-8").splitlines()[:100]
+        for split in ("train", "dev", "test")
+    }
+    data_dir, checkpoint = _fixture_data(tmp_path, splits)
+    model_dir = tmp_path / "model"
+    flags = gin_flags(model_dir, data_dir, checkpoint, TRAIN_STEPS=30, EVAL_PERIOD=15,
+                      EVAL_EXAMPLES=16, TASK_FEATURE_LENGTHS={"inputs": 48, "targets": 48})
+    assert train.main(flags) == 0
+    record = json.loads((model_dir / "run.json").read_text())
+    validation = _check_run_directory(model_dir, record, 30)
+    assert validation[-1]["validation/loss"] < validation[0]["validation/loss"]

@@ -1,0 +1,97 @@
+"""The training data stream: SeqIO's features, epoch-by-epoch shuffles, and batch k as a pure
+function of (seed, k) so that a resumed run reads the batches an uninterrupted one would."""
+
+import numpy as np
+import pytest
+import seqio
+import tensorflow as tf
+
+from ct5x.data_pipeline import DataSettings, TrainingStream, convert, pad_batches
+from ct5x.errors import UserInputError
+
+LENGTHS = {"inputs": 12, "targets": 7}
+
+
+def _examples(count: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    examples = []
+    for _ in range(count):
+        inputs = rng.integers(3, 50, size=rng.integers(2, 12)).astype(np.int32)
+        targets = rng.integers(3, 50, size=rng.integers(1, 7)).astype(np.int32)
+        examples.append({"inputs": np.append(inputs, 1), "targets": np.append(targets, 1)})
+    return examples
+
+
+def _settings(**changes) -> DataSettings:
+    return DataSettings(**{"task_name": "unused", "feature_lengths": LENGTHS, "batch_size": 4,
+                           "seed": 7, **changes})
+
+
+def test_unpacked_features_equal_seqio_converter():
+    examples = _examples(9)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(examples),
+        output_signature={"inputs": tf.TensorSpec([None], tf.int32),
+                          "targets": tf.TensorSpec([None], tf.int32)})
+    expected = list(seqio.EncDecFeatureConverter(pack=False)(dataset, LENGTHS)
+                    .as_numpy_iterator())
+    found = convert(examples, LENGTHS, pack=False)
+    assert set(found) == set(expected[0])
+    for key in found:
+        np.testing.assert_array_equal(found[key], np.stack([row[key] for row in expected]))
+
+
+def test_stream_covers_each_epoch_once_in_a_new_order():
+    examples = _examples(10)
+    stream = TrainingStream(_settings(), examples)
+    # 3 epochs of 10 examples = 7.5 batches of 4: batches straddle epoch boundaries.
+    rows = np.concatenate([stream.batch(step)["encoder_input_tokens"] for step in range(7)])
+    unpacked = convert(examples, LENGTHS, pack=False)["encoder_input_tokens"]
+    index = {row.tobytes(): i for i, row in enumerate(unpacked)}
+    order = [index[row.tobytes()] for row in rows]
+    assert sorted(order[:10]) == sorted(order[10:20]) == list(range(10))
+    assert order[:10] != order[10:20]
+    assert order[:10] == list(stream.epoch_order(0)) and order[10:20] == list(stream.epoch_order(1))
+    assert stream.epoch_of_step(5) == pytest.approx(2.0)
+
+
+def test_batch_k_is_the_same_in_a_fresh_stream_and_depends_on_the_seed():
+    examples = _examples(10)
+    first, resumed = TrainingStream(_settings(), examples), TrainingStream(_settings(), examples)
+    for step in (0, 1, 6):
+        first.batch(step)
+    for key, value in first.batch(9).items():
+        np.testing.assert_array_equal(resumed.batch(9)[key], value)
+    other = TrainingStream(_settings(seed=8), examples)
+    assert not np.array_equal(other.batch(0)["encoder_input_tokens"],
+                              first.batch(0)["encoder_input_tokens"])
+
+
+def test_packed_stream_is_deterministic_and_keeps_every_example():
+    examples = _examples(12)
+    roomy = {"inputs": 40, "targets": 20}
+    stream = TrainingStream(_settings(pack=True, feature_lengths=roomy), examples)
+    epoch = stream.epoch_rows(0)
+    assert "encoder_segment_ids" in epoch
+    segments = sum(len(set(row[row > 0])) for row in epoch["decoder_segment_ids"])
+    assert segments == 12
+    assert stream.rows_per_epoch(0) < 12
+    fresh = TrainingStream(_settings(pack=True, feature_lengths=roomy), examples)
+    step = stream.rows_per_epoch(0) // 4 + 1  # a batch in the second epoch or later
+    for key, value in stream.batch(step).items():
+        np.testing.assert_array_equal(fresh.batch(step)[key], value)
+
+
+def test_pad_batches_pads_the_last_batch_with_empty_rows():
+    features = convert(_examples(5), LENGTHS, pack=False)
+    batches = pad_batches(features, 4)
+    assert [real for _, real in batches] == [4, 1]
+    last, _ = batches[-1]
+    assert last["encoder_input_tokens"].shape == (4, 12)
+    assert not last["decoder_loss_weights"][1:].any()
+
+
+def test_batch_must_split_over_hosts():
+    with pytest.raises(UserInputError, match="BATCH_SIZE=6 does not split over 4 hosts"):
+        _settings(batch_size=6, num_shards=4)
+    assert _settings(batch_size=8, num_shards=4, shard_index=1).host_batch_size == 2

@@ -1,0 +1,68 @@
+"""The partitioned train step: gradient accumulation over microbatches equals one whole-batch step
+whatever the loss-normalizing factor. (Dropout as a function of (seed, step) is checked end to end
+by the SIGKILL resume test in test_train.py.)"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ct5x import partitioning
+from ct5x.config import T5Config
+from ct5x.models import EncoderDecoderModel, LossOptions
+from ct5x.optimizers import OptimizerSettings, make_optimizer
+from ct5x.trainer import Trainer, _non_empty_sequences
+
+CONFIG = T5Config(vocab_size=40, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=24,
+                  num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)
+
+
+def _batch(rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(3, 40, size=(rows, 10)).astype(np.int32)
+    targets = rng.integers(3, 40, size=(rows, 6)).astype(np.int32)
+    for row in range(rows):  # unequal lengths, so the normalizers differ per microbatch
+        inputs[row, 3 + 2 * row:] = 0
+        targets[row, 2 + row:] = 0
+    decoder_inputs = np.zeros_like(targets)
+    decoder_inputs[:, 1:] = targets[:, :-1]
+    return {"encoder_input_tokens": inputs, "decoder_target_tokens": targets,
+            "decoder_input_tokens": decoder_inputs,
+            "decoder_loss_weights": (targets > 0).astype(np.int32)}
+
+
+@functools.cache
+def _trainer(factor: str, microbatches: int, config: T5Config = CONFIG) -> Trainer:
+    """Compiled once per setting for the whole module."""
+    mesh = partitioning.make_mesh(1, jax.devices()[:1])
+    model = EncoderDecoderModel(config, LossOptions(loss_normalizing_factor=factor))
+    return Trainer(model, make_optimizer(OptimizerSettings(learning_rate=1e-2)), mesh,
+                   partitioning.standard_logical_axis_rules(), seed=3,
+                   num_microbatches=microbatches)
+
+
+def _one_step(trainer: Trainer, params, batch):
+    state, metrics = trainer.train_step(trainer.create_state(params), batch)
+    return jax.tree.map(np.asarray, state.params), float(metrics["loss"])
+
+
+# NONE and NUM_TOTAL_TARGET_TOKENS only sum or average; these two weigh microbatches unequally.
+@pytest.mark.parametrize("factor", ["NUM_REAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE"])
+def test_microbatches_give_the_whole_batch_step(factor):
+    params = jax.tree.map(np.asarray, EncoderDecoderModel(CONFIG).init_params(jax.random.key(0)))
+    batch = _batch()
+    whole_params, whole_loss = _one_step(_trainer(factor, 1), params, batch)
+    split_params, split_loss = _one_step(_trainer(factor, 2), params, batch)
+    assert split_loss == pytest.approx(whole_loss, rel=1e-5)
+    for whole, split in zip(jax.tree.leaves(whole_params), jax.tree.leaves(split_params)):
+        np.testing.assert_allclose(split, whole, atol=1e-6)
+
+
+def test_non_empty_sequences_counts_packed_segments():
+    unpacked = {"decoder_loss_weights": jnp.array([[1, 1, 0], [0, 0, 0], [1, 0, 0]])}
+    assert int(_non_empty_sequences(unpacked)) == 2
+    packed = {"decoder_loss_weights": jnp.array([[1, 1, 1, 0], [1, 1, 0, 0]]),
+              "decoder_segment_ids": jnp.array([[1, 2, 2, 0], [1, 1, 0, 0]])}
+    assert int(_non_empty_sequences(packed)) == 3

@@ -1,0 +1,106 @@
+"""Small training runs for the `ct5x train` tests: NCBI-format data, a vocabulary trained on it, a
+tiny Hugging Face T5 written by transformers' `save_pretrained`, and the gin flags of a run."""
+
+import os
+import pathlib
+import random
+import subprocess
+import sys
+
+from synthetic_text import synthetic_sentences
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TINY_HF_CONFIG = {
+    "d_model": 32, "d_kv": 8, "d_ff": 48, "num_layers": 2, "num_decoder_layers": 2,
+    "num_heads": 4, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+    "dropout_rate": 0.1, "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1,
+}
+DISEASES = ["diabetes", "hypertension", "cancer", "tumour", "syndrome", "deficiency"]
+
+
+def synthetic_ncbi_lines(count: int, seed: int) -> list[str]:
+    """`sentence TAB target` lines in the BLURB form: disease words wrapped `disease* .. *disease`."""
+    rng = random.Random(seed)
+    lines = []
+    for sentence in synthetic_sentences(count, seed):
+        words = sentence.split()
+        if rng.random() < 0.5:
+            words.insert(rng.randrange(len(words)), rng.choice(DISEASES))
+        target = " ".join(f"disease* {w} *disease" if w in DISEASES else w for w in words)
+        lines.append(f"{' '.join(words)}\t{target}")
+    return lines
+
+
+def write_ncbi(data_dir: pathlib.Path, splits: dict[str, list[str]]) -> pathlib.Path:
+    """DATA_DIR/NCBI_disease/{split}_blurb.tsv and its folds (in the default folds place)."""
+    from ct5x_tasks import write_folds
+
+    folder = data_dir / "NCBI_disease"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, lines in splits.items():
+        (folder / f"{split}_blurb.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_folds("ncbi_disease", str(folder), str(folder / "folds" / "ncbi_disease"), seed=42)
+    return data_dir
+
+
+def train_vocabulary(text_file: pathlib.Path, out_dir: pathlib.Path, size: int = 120) -> str:
+    """A unigram SentencePiece model with T5's ids and the NER markers as single pieces."""
+    import sentencepiece
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(text_file), model_prefix=str(out_dir / "spiece"), vocab_size=size,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        user_defined_symbols=["disease*", "*disease"], character_coverage=1.0, num_threads=1,
+        minloglevel=2, hard_vocab_limit=False,
+    )
+    return str(out_dir / "spiece.model")
+
+
+def make_hf_checkpoint(out: pathlib.Path, spiece: str, vocab_size: int = 128, seed: int = 0,
+                       **fields) -> pathlib.Path:
+    """A freshly initialised tiny transformers T5 saved with `save_pretrained`, plus spiece."""
+    import shutil
+
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.T5Config(vocab_size=vocab_size, **{**TINY_HF_CONFIG, **fields})
+    model = transformers.T5ForConditionalGeneration(config)
+    model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone() * 0.05)
+    model.save_pretrained(out)
+    shutil.copy(spiece, out / "spiece.model")
+    return out
+
+
+def gin_flags(model_dir, data_dir, checkpoint, **macros) -> list[str]:
+    """`ct5x train` flags for a tiny run of ncbi_disease_fold0; macros are Python values."""
+    values = {
+        "MODEL_DIR": str(model_dir), "DATA_DIR": str(data_dir),
+        "INITIAL_CHECKPOINT_PATH": str(checkpoint),
+        "MIXTURE_OR_TASK_NAME": "ncbi_disease_fold0",
+        "TASK_FEATURE_LENGTHS": {"inputs": 32, "targets": 32},
+        "BATCH_SIZE": 8, "LEARNING_RATE": 1e-2, "LOG_PERIOD": 5,
+        **macros,
+    }
+    return ["--gin_file=runs/finetune.gin",
+            *[f"--gin.{name}={value!r}" for name, value in values.items()]]
+
+
+def subprocess_env(devices: int = 1) -> dict[str, str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def train_command(flags: list[str]) -> list[str]:
+    return [sys.executable, "-m", "ct5x.train", *flags]
+
+
+def run_train(flags: list[str], devices: int = 1, timeout: int = 300):
+    """`python -m ct5x.train` in a fresh process (own device count); CompletedProcess."""
+    return subprocess.run(train_command(flags), check=False, cwd=REPO,
+                          env=subprocess_env(devices), capture_output=True, text=True,
+                          timeout=timeout)
