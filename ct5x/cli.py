@@ -88,7 +88,8 @@ def tasks_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type for counts such as --batch-size."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
@@ -99,9 +100,9 @@ def _add_model_io(parser: argparse.ArgumentParser, needs: str) -> None:
     parser.add_argument("--checkpoint", required=True, help="HF directory or T5X checkpoint")
     parser.add_argument("--input", required=True, help=f"JSONL with {needs}")
     parser.add_argument("--output", required=True, help="JSONL to write")
-    parser.add_argument("--batch-size", type=_positive_int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument(
-        "--max-input-length", type=_positive_int, default=None,
+        "--max-input-length", type=positive_int, default=None,
         help="truncate longer inputs (counted and reported); default: the longest input",
     )
 
@@ -127,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="decode each input line")
     _add_model_io(predict, '"inputs"')
-    predict.add_argument("--beams", type=_positive_int, default=1)
-    predict.add_argument("--max-decode-length", type=_positive_int, default=64)
+    predict.add_argument("--beams", type=positive_int, default=1)
+    predict.add_argument("--max-decode-length", type=positive_int, default=64)
     predict.add_argument("--length-penalty-style", choices=("hf", "t5x"), default="hf")
     predict.add_argument(
         "--alpha", type=float, default=None,

@@ -51,8 +51,9 @@ def microbatch_weight(factor: str | float, microbatch: dict, batch: dict, count:
     for every loss-normalizing factor.
     """
     if factor == "NUM_REAL_TARGET_TOKENS":
-        tokens = jnp.sum(microbatch["decoder_loss_weights"] > 0)
-        return jnp.maximum(tokens, 1) / jnp.maximum(jnp.sum(batch["decoder_loss_weights"] > 0), 1)
+        # The loss divides by the sum of the weights (at least 1), so the shares use it too.
+        tokens = jnp.sum(microbatch["decoder_loss_weights"])
+        return jnp.maximum(tokens, 1) / jnp.maximum(jnp.sum(batch["decoder_loss_weights"]), 1)
     if factor == "NUM_TOTAL_TARGET_TOKENS":
         return jnp.asarray(1.0 / count)
     if factor == "AVERAGE_PER_SEQUENCE":

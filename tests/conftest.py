@@ -86,3 +86,13 @@ def make_hf_t5(tmp_path_factory, spm_model_path):
         return out
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin_config():
+    """Each test starts without gin bindings: in-process runs (ct5x.train.run, the sweep) leave
+    their config bound, as T5X's do, and a DATA_DIR from one test must not reach the next."""
+    import gin
+
+    yield
+    gin.clear_config()

@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_BAD_INPUT = 2
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
+from ct5x.cli import EXIT_BAD_INPUT, positive_int
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -60,7 +53,7 @@ def register_command(commands) -> None:
     evaluate.add_argument("--runs", required=True, help="folder searched for run.json (any depth)")
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"),
                           help="split to score (default test; others write metrics_<split>.json)")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=8)
+    evaluate.add_argument("--batch-size", type=positive_int, default=8)
     evaluate.add_argument("--force", action="store_true", help="rescore runs already scored")
     evaluate.add_argument("--with-inputs", action="store_true",
                           help="also write each example's input text into predictions.jsonl")
@@ -84,11 +77,11 @@ def register_command(commands) -> None:
     )
     report.add_argument("--runs", required=True, help="folder searched for metrics.json")
     report.add_argument("--out", required=True, help="folder to write the report into")
-    report.add_argument("--bootstrap-resamples", type=_positive_int, default=100,
+    report.add_argument("--bootstrap-resamples", type=positive_int, default=100,
                         help="resamples of the paper's bootstrap interval (default 100)")
     report.add_argument("--seed", type=int, default=42,
                         help="seed of the paper's bootstrap interval (default 42)")
-    report.add_argument("--num-folds", type=_positive_int, default=5,
+    report.add_argument("--num-folds", type=positive_int, default=5,
                         help="folds every model must have in each table (default 5)")
     report.add_argument("--paper", action="store_true",
                         help="print the paper's published number beside each matching cell")
