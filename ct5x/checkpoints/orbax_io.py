@@ -64,7 +64,8 @@ def _restore_target_and_step(checkpointer: ocp.Checkpointer, item: Path) -> dict
 
 def read_orbax(step_dir: str | Path) -> tuple[dict[str, np.ndarray], int | None]:
     """Flat (unchecked) target params and step, restored as host numpy arrays."""
-    item = item_directory(Path(step_dir))
+    # Orbax reads a relative path's metadata as absent: always hand it an absolute one.
+    item = item_directory(Path(step_dir).absolute())
     try:
         with _quiet_orbax(), ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
             restored = _restore_target_and_step(checkpointer, item)
@@ -83,4 +84,4 @@ def write_orbax(step_dir: Path, flat: FlatParams, step: int, ocdbt: bool = True)
     tree = {"target": unflatten(flat), "state": {"step": np.asarray(step, np.int32)}}
     handler = ocp.PyTreeCheckpointHandler(use_ocdbt=ocdbt)
     with _quiet_orbax(), ocp.Checkpointer(handler) as checkpointer:
-        checkpointer.save(step_dir / ITEM, args=ocp.args.PyTreeSave(tree))
+        checkpointer.save(Path(step_dir).absolute() / ITEM, args=ocp.args.PyTreeSave(tree))

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 def step_dir(model_dir: str | Path, step: int) -> Path:
-    return Path(model_dir) / f"checkpoint_{step}"
+    return Path(model_dir).absolute() / f"checkpoint_{step}"
 
 
 def data_position_file(directory: Path, host: int, hosts: int) -> Path:
@@ -41,7 +41,7 @@ def data_position_file(directory: Path, host: int, hosts: int) -> Path:
 
 def complete_steps(model_dir: str | Path) -> list[int]:
     """Steps of the train-state checkpoints in `model_dir`, oldest first."""
-    model_dir = Path(model_dir)
+    model_dir = Path(model_dir).absolute()
     if not model_dir.is_dir():
         return []
     steps = [
@@ -59,7 +59,7 @@ def _sync(name: str) -> None:
 
 def remove_partial_saves(model_dir: str | Path) -> list[str]:
     """Deletes staging folders left by a process killed mid-save or mid-delete; returns names."""
-    model_dir = Path(model_dir)
+    model_dir = Path(model_dir).absolute()
     removed = []
     if jax.process_index() == 0 and model_dir.is_dir():
         for child in model_dir.iterdir():
@@ -80,7 +80,7 @@ def _fsync_directory(path: Path) -> None:
 
 def save_train_state(model_dir: str | Path, step: int, tree: Any, data_position: dict) -> Path:
     """Writes `checkpoint_<step>` (every host calls this; host 0 renames it into place)."""
-    model_dir = Path(model_dir)
+    model_dir = Path(model_dir).absolute()
     final = step_dir(model_dir, step)
     staging = model_dir / f".checkpoint_{step}.tmp"
     if jax.process_index() == 0:
@@ -107,7 +107,7 @@ def restore_train_state(directory: Path, abstract_tree: Any) -> Any:
     try:
         with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
             return checkpointer.restore(
-                directory / ITEM,
+                Path(directory).absolute() / ITEM,
                 args=ocp.args.PyTreeRestore(item=abstract_tree, restore_args=restore_args),
             )
     except Exception as error:  # noqa: BLE001 -- Orbax and TensorStore raise many error types
@@ -132,7 +132,7 @@ def prune_checkpoints(model_dir: str | Path, keep: int, protect: set[int]) -> li
     doomed = [s for s in steps[:max(0, len(steps) - keep)] if s not in protect]
     if jax.process_index() == 0:
         for step in doomed:
-            trash = Path(model_dir) / f".checkpoint_{step}.deleting"
+            trash = Path(model_dir).absolute() / f".checkpoint_{step}.deleting"
             os.replace(step_dir(model_dir, step), trash)
             shutil.rmtree(trash, ignore_errors=True)
     _sync("ct5x:prune")

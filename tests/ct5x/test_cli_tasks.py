@@ -2,7 +2,7 @@
 
 import json
 
-from data_paths import SHARED_DATA
+from data_paths import real_data
 
 from ct5x.cli import main
 
@@ -17,7 +17,8 @@ def test_tasks_lists_every_base_task_and_its_variants(capsys):
 
 
 def test_folds_then_metrics_on_real_ncbi_data(tmp_path, capsys):
-    assert main(["folds", "--task", "ncbi_disease", "--data-dir", str(SHARED_DATA),
+    data_dir = real_data("NCBI_disease").parent
+    assert main(["folds", "--task", "ncbi_disease", "--data-dir", str(data_dir),
                  "--out", str(tmp_path)]) == 0
     folds = json.loads((tmp_path / "folds.json").read_text())
     assert folds["task"] == "ncbi_disease" and len(folds["folds"]) == 5

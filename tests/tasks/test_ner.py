@@ -2,7 +2,7 @@
 prompts as the study builds them."""
 
 import pytest
-from data_paths import SHARED_DATA
+from data_paths import real_data
 
 from ct5x.errors import UserInputError
 from ct5x_tasks import ner
@@ -16,7 +16,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("folder", sorted(EXPECTED))
 def test_every_line_parses_with_spec_counts(folder):
-    records = ner.load(SHARED_DATA / folder)
+    records = ner.load(real_data(folder))
     for split, (lines, openers) in EXPECTED[folder].items():
         chosen = [r for r in records if r.split == split]
         assert len(chosen) == lines
@@ -25,7 +25,7 @@ def test_every_line_parses_with_spec_counts(folder):
 
 
 def test_lone_asterisk_is_text_not_a_marker():
-    records = ner.load(SHARED_DATA / "NCBI_disease")
+    records = ner.load(real_data("NCBI_disease"))
     lone = [r for r in records if "CYP2D6 * 4" in r.fields["sentence"]]
     assert len(lone) == 2
     assert all(ner.strip_markers(r.fields["target"]) == r.fields["sentence"] for r in lone)

@@ -31,6 +31,15 @@ def test_hf_to_orbax_is_bit_exact(hf_dir, tmp_path, assert_same_params, layout):
     assert loaded.vocabulary_path == str(tmp_path / "model" / "spiece.model")
 
 
+@pytest.mark.parametrize("layout", ["orbax", "orbax_zarr"])
+def test_relative_paths_write_and_read(hf_dir, tmp_path, monkeypatch, assert_same_params, layout):
+    direct = load_checkpoint(hf_dir)
+    monkeypatch.chdir(tmp_path)
+    save_t5x(direct, "model", step=5, layout=layout)
+    for path in ("model", "model/checkpoint_5"):
+        assert_same_params(load_checkpoint(path).params, direct.params)
+
+
 def test_ocdbt_is_the_default(hf_dirs, tmp_path):
     save_t5x(load_checkpoint(hf_dirs["t5_1_0"]), tmp_path / "model", step=3)
     assert layout_marker(tmp_path / "model" / "checkpoint_3" / "state", "orbax")

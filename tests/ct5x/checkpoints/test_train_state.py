@@ -51,6 +51,16 @@ def test_save_and_restore_the_whole_state(params, tmp_path):
     assert train_state.read_data_position(step_dir) == {"step": 3, "seed": 0}
 
 
+def test_relative_model_dir_saves_and_restores(params, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tree = _save("run", params, 2)
+    restored = train_state.restore_train_state("run/checkpoint_2", _abstract(tree))
+    for expected, found in zip(jax.tree.leaves(tree), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(np.asarray(found), expected)
+    (tmp_path / "run" / CONFIG_FILE).write_bytes(config_json(CONFIG))
+    assert load_checkpoint("run/checkpoint_2").step == 2
+
+
 def test_saved_state_is_a_t5x_checkpoint_ct5x_reads(params, tmp_path):
     _save(tmp_path, params, 5)
     (tmp_path / CONFIG_FILE).write_bytes(config_json(CONFIG))
