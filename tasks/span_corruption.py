@@ -23,7 +23,6 @@ field `text_field`), where `<dir>` is `data_settings.dataset_dirs[name]` or DATA
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import json
@@ -34,7 +33,7 @@ import seqio
 import tensorflow as tf
 
 from ct5x.errors import UserInputError
-from ct5x_tasks import registration, settings
+from ct5x_tasks import registration, settings, squad
 from ct5x_tasks.naming import Variant
 from ct5x_tasks.vocabulary import output_features
 
@@ -159,17 +158,8 @@ def span_corruption(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]
 def token_f1(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
     """Mean bag-of-words F1 of each predicted noise text against the true one (a smooth score
     of how much hidden text the model restores; validation loss is reported beside it)."""
-    scores = []
-    for target, prediction in zip(targets, predictions):
-        gold, guess = collections.Counter(target.split()), collections.Counter(prediction.split())
-        common = sum((gold & guess).values())
-        if not gold or not guess:
-            scores.append(float(gold == guess))
-        elif common == 0:
-            scores.append(0.0)
-        else:
-            precision, recall = common / sum(guess.values()), common / sum(gold.values())
-            scores.append(2 * precision * recall / (precision + recall))
+    scores = [squad.bag_f1(target.split(), prediction.split())
+              for target, prediction in zip(targets, predictions)]
     return {"token_f1": sum(scores) / max(len(scores), 1)}
 
 

@@ -31,12 +31,10 @@ def exact_match(gold: str, prediction: str) -> float:
     return float(normalize_answer(gold) == normalize_answer(prediction))
 
 
-def token_f1(gold: str, prediction: str) -> float:
-    """F1 of the normalised tokens as bags; if either side is empty, 1.0 only if both are."""
-    gold_tokens = normalize_answer(gold).split()
-    predicted_tokens = normalize_answer(prediction).split()
+def bag_f1(gold_tokens: Sequence[str], predicted_tokens: Sequence[str]) -> float:
+    """F1 of two token lists as bags; if either side is empty, 1.0 only if both are."""
     if not gold_tokens or not predicted_tokens:
-        return float(gold_tokens == predicted_tokens)
+        return float(len(gold_tokens) == len(predicted_tokens))
     common = collections.Counter(gold_tokens) & collections.Counter(predicted_tokens)
     overlap = sum(common.values())
     if overlap == 0:
@@ -44,6 +42,11 @@ def token_f1(gold: str, prediction: str) -> float:
     precision = overlap / len(predicted_tokens)
     recall = overlap / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(gold: str, prediction: str) -> float:
+    """SQuAD's F1: `bag_f1` of the normalised tokens."""
+    return bag_f1(normalize_answer(gold).split(), normalize_answer(prediction).split())
 
 
 def gold_answers(answers: Sequence[str]) -> list[str]:
