@@ -14,7 +14,9 @@ warm-up timed separately and excluded:
   `generate(num_beams=K)`; the EOS row of the output layer is zeroed so every row runs the full
   length, and the run checks that both produced the same tokens;
 - teacher-forced scoring (`ct5x score`) against a transformers forward pass;
-- the ceilings: a large float32 matmul, and the memory bandwidth that bounds cached decoding.
+- the ceilings: a large float32 matmul; for greedy decoding, the encoder pass at that rate plus
+  every step's bytes (decoder and output weights, cross-attention keys and values) at the memory
+  read bandwidth, or plus steps that do only their matmuls (8 rows through every kernel).
 
 Prints a table, then one JSON object on the last line. It measures; it asserts no time.
 
@@ -114,6 +116,30 @@ def matmul_functions(size: int) -> dict[str, Callable[[], object]]:
     return {"jax_matmul": ready(lambda: jmm(ja, jb)), "torch_matmul": lambda: ta @ tb}
 
 
+def step_matmuls_function(params, steps: int) -> Callable[[], object]:
+    """`steps` decoding steps that do nothing but a step's matmuls: 8 rows through every decoder
+    kernel in order, in one `fori_loop` as ct5x decodes. No step doing real work can be faster."""
+    decoder, kernels = params["decoder"], []
+    for index in range(sum(name.startswith("layers_") for name in decoder)):
+        layer = decoder[f"layers_{index}"]
+        for block, names in (("self_attention", ("query", "key", "value", "out")),
+                             ("encoder_decoder_attention", ("query", "out")),
+                             ("mlp", tuple(layer["mlp"]))):
+            kernels += [layer[block][name]["kernel"] for name in names]
+    kernels.append(decoder["logits_dense"]["kernel"])
+
+    def step(_, rows):
+        x = rows
+        for kernel in kernels:  # the previous product's columns, repeated to the kernel's width
+            width = kernel.shape[0]
+            x = jnp.concatenate([x] * -(-width // x.shape[1]), axis=1)[:, :width] @ kernel
+        return rows + 1e-6 * x[:, : rows.shape[1]]
+
+    loop = jax.jit(lambda rows: jax.lax.fori_loop(0, steps, step, rows))
+    rows = jnp.ones((BATCH, kernels[0].shape[0]), jnp.float32)
+    return ready(lambda: loop(rows))
+
+
 def read_bandwidth(reps: int, megabytes: int = 512) -> float:
     """Bytes per second that XLA reads from memory (a sum over an array far larger than caches)."""
     x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
@@ -163,10 +189,22 @@ def model_flops_per_step(config: T5Config) -> float:
     return 3 * 2.0 * (encoder + decoder)
 
 
+def encoder_flops(config: T5Config) -> float:
+    """Matmul FLOPs of a decode's first pass: the encoder and every layer's cross keys/values."""
+    d, joined, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
+    rows = BATCH * INPUT_LENGTH
+    layer = rows * (4 * d * joined + (len(config.mlp_activations) + 1) * d * mlp)
+    layer += 2 * BATCH * INPUT_LENGTH**2 * joined
+    cross = rows * 2 * d * joined
+    return 2.0 * (config.num_encoder_layers * layer + config.num_decoder_layers * cross)
+
+
 def decode_bytes_per_step(config: T5Config, params) -> float:
-    """Bytes a cached decoding step must read at least: the decoder's and output layer's weights."""
-    decoder = params["decoder"]
-    return 4.0 * sum(x.size for x in jax.tree.leaves(decoder))
+    """Bytes a cached greedy step must read at least: the decoder's and output layer's weights
+    once for the batch, and every layer's cross-attention keys and values."""
+    weights = sum(x.size for x in jax.tree.leaves(params["decoder"]))
+    cross = config.num_decoder_layers * 2 * BATCH * INPUT_LENGTH * config.num_heads * config.head_dim
+    return 4.0 * (weights + cross)
 
 
 def train_functions(config: T5Config, params, torch_model, batch):
@@ -294,11 +332,16 @@ def main() -> None:
     torch_gflops = 2.0 * size**3 / train["torch_matmul"].median / 1e9
     record("train", "train step (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), train)
     torch_model.eval()
+    # Beside greedy decoding: the large matmul (for the encoder pass) and a step's matmuls alone.
+    ceilings = {"jax_matmul": matmuls["jax_matmul"],
+                "step_matmuls": step_matmuls_function(params, decode_length)}
     for beams, key in ((1, "decode"), (3, "beam3"), (5, "beam5")):
         ours, theirs, outputs = decode_functions(
             config, params, torch_model, batch, beams, decode_length
         )
-        timings = interleaved({"ct5x": ours, "hf": theirs}, reps)
+        timings = interleaved({"ct5x": ours, "hf": theirs, **(ceilings if beams == 1 else {})}, reps)
+        if beams == 1:
+            greedy = timings
         record(key, f"{'greedy' if beams == 1 else f'beam {beams}'} (8x{decode_length} new)",
                BATCH * decode_length, timings)
         checks[key] = decode_check(outputs, config, decode_length)
@@ -309,7 +352,13 @@ def main() -> None:
 
     flops = model_flops_per_step(config)
     score_ceiling = BATCH * (INPUT_LENGTH + TARGET_LENGTH) / (flops / 3 / (score_gflops * 1e9))
-    decode_ceiling = bandwidth / decode_bytes_per_step(config, params) * BATCH
+    # A greedy decode at best: the encoder pass at the large matmul's rate, then every step reading
+    # its bytes once at the read bandwidth, or doing only its matmuls.
+    encoder_s = encoder_flops(config) / (2.0 * size**3 / greedy["jax_matmul"].median)
+    step_bytes = decode_bytes_per_step(config, params)
+    decode_ceiling = BATCH * decode_length / (encoder_s + decode_length * step_bytes / bandwidth)
+    matmul_step_s = greedy["step_matmuls"].median / decode_length
+    step_matmul_ceiling = BATCH * decode_length / (encoder_s + greedy["step_matmuls"].median)
     result.update({
         "train_mfu": round(flops / train["ct5x"].median / (jax_gflops * 1e9), 3),
         "hf_train_mfu": round(flops / train["hf"].median / (jax_gflops * 1e9), 3),
@@ -322,6 +371,10 @@ def main() -> None:
         "torch_matmul_gflops": round(torch_gflops, 1),
         "read_bandwidth_gb_s": round(bandwidth / 1e9, 2),
         "decode_ceiling_tokens_per_s": round(decode_ceiling, 1),
+        "decode_encoder_s_at_matmul_rate": round(encoder_s, 3),
+        "decode_step_mb": round(step_bytes / 1e6, 1),
+        "decode_step_matmuls_ms": round(1e3 * matmul_step_s, 2),
+        "decode_step_matmul_ceiling_tokens_per_s": round(step_matmul_ceiling, 1),
         "decode_checks": checks,
         "threads": args.threads,
         "reps": reps,
@@ -342,9 +395,14 @@ def main() -> None:
     print(f"matmul ceilings (model FLOPs at the measured rate): train "
           f"{result['train_ceiling_tokens_per_s']:.0f} tokens/s, scoring {score_ceiling:.0f} tokens/s "
           f"({score_ceiling / result['hf_score_tokens_per_s']:.2f}x transformers)")
-    print(f"read bandwidth {bandwidth / 1e9:.2f} GB/s -> greedy ceiling "
-          f"{decode_ceiling:.0f} tokens/s ({decode_ceiling / result['hf_decode_tokens_per_s']:.2f}x "
-          f"transformers); decode checks {checks}")
+    hf_decode = result["hf_decode_tokens_per_s"]
+    print(f"greedy ceiling: the encoder pass at the matmul rate ({encoder_s:.3f} s), then "
+          f"{decode_length} steps each reading {step_bytes / 1e6:.0f} MB at {bandwidth / 1e9:.2f} GB/s "
+          f"-> {decode_ceiling:.0f} tokens/s ({decode_ceiling / hf_decode:.2f}x transformers); or "
+          f"steps of only their matmuls ({1e3 * matmul_step_s:.1f} ms each) -> "
+          f"{step_matmul_ceiling:.0f} tokens/s ({step_matmul_ceiling / hf_decode:.2f}x); ct5x "
+          f"{1e3 * greedy['ct5x'].median / decode_length:.1f} ms per new token in all")
+    print(f"decode checks {checks}")
     print(json.dumps(result))
 
 

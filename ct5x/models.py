@@ -153,11 +153,9 @@ class EncoderDecoderModel:
         cross_kv = self.module.apply(
             variables, encoded, method=Transformer.precompute_cross_attention
         )
+        # One row of cross-attention keys and values per example, also under beam search: the
+        # decoder attends each example's beams to them together (no per-beam copies).
         encoder_mask = encoder_tokens > 0
-        if options.num_beams > 1:
-            cross_kv, encoder_mask = decoding.expand_to_beams(
-                (cross_kv, encoder_mask), options.num_beams
-            )
 
         def tokens_to_logits(tokens, step, cache):
             return self.module.apply(

@@ -100,6 +100,29 @@ class EncoderLayer(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
+def _attend_per_example(
+    attention: MultiHeadAttention,
+    queries: jax.Array,
+    key_value: KeyValue,
+    bias: jax.Array,
+    dropout_key: jax.Array | None,
+) -> jax.Array:
+    """Cross-attention when the decoder holds several rows (beams) per encoded example.
+
+    Beam search decodes K rows per example, one token each, against keys and values of one row
+    per example. Rather than copying those keys and values K times (and reading K times as many
+    bytes every step), the K beams of an example attend as K queries of that one example:
+    [b*K, 1, embed] -> [b, K, embed] -> back. Row b*K + k is beam k of example b.
+    """
+    rows, examples = queries.shape[0], key_value[0].shape[0]
+    if rows == examples:
+        return attention(queries, *key_value, bias, dropout_key)
+    beams = rows // examples
+    per_example = queries.reshape(examples, beams * queries.shape[1], queries.shape[2])
+    attended = attention(per_example, *key_value, bias, dropout_key)
+    return attended.reshape(queries.shape)
+
+
 class DecoderLayer(nn.Module):
     config: T5Config
 
@@ -132,7 +155,7 @@ class DecoderLayer(nn.Module):
         y = self.pre_cross_attention_layer_norm(x)
         if cross_kv is None:
             cross_kv = self.encoder_decoder_attention.project_kv(encoded)
-        y = self.encoder_decoder_attention(y, *cross_kv, cross_bias, keys[2])
+        y = _attend_per_example(self.encoder_decoder_attention, y, cross_kv, cross_bias, keys[2])
         x = x + _hidden_dropout(self.config, y, keys[3])
         y = self.mlp(self.pre_mlp_layer_norm(x), keys[4])
         x = x + _hidden_dropout(self.config, y, keys[5])
@@ -269,7 +292,11 @@ class Decoder(nn.Module):
         cross_kv: list[KeyValue],
         encoder_mask: jax.Array,
     ) -> tuple[jax.Array, Cache]:
-        """One token per row at `position`: [rows] ids -> logits [rows, vocab] and the new cache."""
+        """One token per row at `position`: [rows] ids -> logits [rows, vocab] and the new cache.
+
+        `cross_kv` and `encoder_mask` hold one row per example; `rows` may be a multiple of that
+        (beams, example-major), and each example's rows then attend to its keys together.
+        """
         x = self.shared_embedding(tokens[:, None])
         max_length = next(iter(cache.values()))["key"].shape[2]
         self_bias = self.relpos_bias.at_position(position, max_length)

@@ -30,7 +30,7 @@ from ct5x_tasks.records import (
     bad_records,
     load_jsonl_splits,
     read_csv,
-    read_lines,
+    read_tab_pairs,
     require_fields,
     require_file,
 )
@@ -107,17 +107,13 @@ def _read_headerless(path: pathlib.Path, split: str) -> list[Record]:
     """SciFive's layout: `text TAB ids`, no header."""
     records = []
     with bad_records(path) as bad:
-        for line, content in read_lines(path):
-            cells = content.split("\t")
-            if len(cells) != 2:
-                bad.report(line, f"expected 2 tab-separated columns, found {len(cells)}")
-                continue
+        for line, text, label_ids in read_tab_pairs(path, bad):
             try:
-                labels = parse_label_ids(cells[1])
+                labels = parse_label_ids(label_ids)
             except BadRecord as error:
                 bad.report(line, str(error))
                 continue
-            records.append(_blurb_record(split, str(line), cells[0], labels))
+            records.append(_blurb_record(split, str(line), text, labels))
     return records
 
 

@@ -9,7 +9,7 @@ import pathlib
 from collections.abc import Sequence
 
 from ct5x_tasks.family import Family, Formatting, simple_examples
-from ct5x_tasks.records import SOURCE_SPLITS, Record, bad_records, read_lines
+from ct5x_tasks.records import SOURCE_SPLITS, Record, bad_records, read_tab_pairs
 
 OPEN_MARK = "disease*"
 CLOSE_MARK = "*disease"
@@ -30,12 +30,7 @@ def load(folder: pathlib.Path) -> list[Record]:
     records = []
     for split, path in zip(SOURCE_SPLITS, source_files(folder)):
         with bad_records(path) as bad:
-            for line, text in read_lines(path):
-                cells = text.split("\t")
-                if len(cells) != 2:
-                    bad.report(line, f"expected 2 tab-separated columns, found {len(cells)}")
-                    continue
-                sentence, target = cells
+            for line, sentence, target in read_tab_pairs(path, bad):
                 if strip_markers(target) != " ".join(sentence.split()):
                     bad.report(line, "target without its markers differs from the input")
                     continue

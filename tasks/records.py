@@ -86,6 +86,17 @@ def read_lines(path: pathlib.Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
+def read_tab_pairs(path: pathlib.Path, bad: BadRecords) -> Iterator[tuple[int, str, str]]:
+    """(line number, first, second) per header-less `first TAB second` line; any other number of
+    columns is a bad record. Split on the tab, not parsed as CSV: quotes are literal text."""
+    for number, line in read_lines(path):
+        cells = line.split("\t")
+        if len(cells) != 2:
+            bad.report(number, f"expected 2 tab-separated columns, found {len(cells)}")
+            continue
+        yield number, cells[0], cells[1]
+
+
 def read_jsonl(path: pathlib.Path, bad: BadRecords) -> Iterator[tuple[int, dict]]:
     """(line number, JSON object) per line; unparsable lines and non-objects are bad records."""
     for number, line in read_lines(path):
