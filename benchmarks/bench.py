@@ -333,18 +333,18 @@ def main() -> None:
     record("train", "train step (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), train)
     torch_model.eval()
     # Beside greedy decoding: the large matmul (for the encoder pass) and a step's matmuls alone.
-    ceilings = {"jax_matmul": matmuls["jax_matmul"],
-                "step_matmuls": step_matmuls_function(params, decode_length)}
+    beside = {1: {"jax_matmul": matmuls["jax_matmul"],
+                  "step_matmuls": step_matmuls_function(params, decode_length)}}
+    decodes = {}
     for beams, key in ((1, "decode"), (3, "beam3"), (5, "beam5")):
         ours, theirs, outputs = decode_functions(
             config, params, torch_model, batch, beams, decode_length
         )
-        timings = interleaved({"ct5x": ours, "hf": theirs, **(ceilings if beams == 1 else {})}, reps)
-        if beams == 1:
-            greedy = timings
+        decodes[key] = interleaved({"ct5x": ours, "hf": theirs, **beside.get(beams, {})}, reps)
         record(key, f"{'greedy' if beams == 1 else f'beam {beams}'} (8x{decode_length} new)",
-               BATCH * decode_length, timings)
+               BATCH * decode_length, decodes[key])
         checks[key] = decode_check(outputs, config, decode_length)
+    greedy = decodes["decode"]
     ours, theirs = score_functions(config, params, torch_model, batch)
     score = interleaved({"ct5x": ours, "hf": theirs, "jax_matmul": matmuls["jax_matmul"]}, reps)
     record("score", "scoring (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), score)
@@ -358,7 +358,7 @@ def main() -> None:
     step_bytes = decode_bytes_per_step(config, params)
     decode_ceiling = BATCH * decode_length / (encoder_s + decode_length * step_bytes / bandwidth)
     matmul_step_s = greedy["step_matmuls"].median / decode_length
-    step_matmul_ceiling = BATCH * decode_length / (encoder_s + greedy["step_matmuls"].median)
+    step_matmul_ceiling = BATCH * decode_length / (encoder_s + decode_length * matmul_step_s)
     result.update({
         "train_mfu": round(flops / train["ct5x"].median / (jax_gflops * 1e9), 3),
         "hf_train_mfu": round(flops / train["hf"].median / (jax_gflops * 1e9), 3),
