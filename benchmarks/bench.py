@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
+from flops import encoder_flops, train_step_flops
 
 from ct5x.checkpoints import load_checkpoint
 from ct5x.config import T5Config
@@ -170,33 +171,6 @@ def hf_model(config: T5Config) -> transformers.T5ForConditionalGeneration:
     weight[config.eos_id] = 0.0
     model.lm_head.weight = torch.nn.Parameter(weight)
     return model
-
-
-def model_flops_per_step(config: T5Config) -> float:
-    """Matmul FLOPs of one training step (forward x 3): dense layers plus attention products."""
-    d, joined, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
-    gates = len(config.mlp_activations)
-    enc_rows, dec_rows = BATCH * INPUT_LENGTH, BATCH * TARGET_LENGTH
-    attention_dense = 4 * d * joined
-    mlp_dense = (gates + 1) * d * mlp
-    encoder = enc_rows * config.num_encoder_layers * (attention_dense + mlp_dense)
-    encoder += config.num_encoder_layers * 2 * BATCH * INPUT_LENGTH**2 * joined
-    decoder = dec_rows * config.num_decoder_layers * (attention_dense + 2 * d * joined + mlp_dense)
-    decoder += enc_rows * config.num_decoder_layers * 2 * d * joined  # cross-attention keys/values
-    decoder += config.num_decoder_layers * 2 * BATCH * TARGET_LENGTH * (
-        TARGET_LENGTH + INPUT_LENGTH) * joined
-    decoder += dec_rows * d * config.vocab_size
-    return 3 * 2.0 * (encoder + decoder)
-
-
-def encoder_flops(config: T5Config) -> float:
-    """Matmul FLOPs of a decode's first pass: the encoder and every layer's cross keys/values."""
-    d, joined, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
-    rows = BATCH * INPUT_LENGTH
-    layer = rows * (4 * d * joined + (len(config.mlp_activations) + 1) * d * mlp)
-    layer += 2 * BATCH * INPUT_LENGTH**2 * joined
-    cross = rows * 2 * d * joined
-    return 2.0 * (config.num_encoder_layers * layer + config.num_decoder_layers * cross)
 
 
 def decode_bytes_per_step(config: T5Config, params) -> float:
@@ -350,11 +324,11 @@ def main() -> None:
     record("score", "scoring (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), score)
     score_gflops = 2.0 * size**3 / score["jax_matmul"].median / 1e9
 
-    flops = model_flops_per_step(config)
+    flops = train_step_flops(config, BATCH, INPUT_LENGTH, TARGET_LENGTH)
     score_ceiling = BATCH * (INPUT_LENGTH + TARGET_LENGTH) / (flops / 3 / (score_gflops * 1e9))
     # A greedy decode at best: the encoder pass at the large matmul's rate, then every step reading
     # its bytes once at the read bandwidth, or doing only its matmuls.
-    encoder_s = encoder_flops(config) / (2.0 * size**3 / greedy["jax_matmul"].median)
+    encoder_s = encoder_flops(config, BATCH, INPUT_LENGTH) / (2.0 * size**3 / greedy["jax_matmul"].median)
     step_bytes = decode_bytes_per_step(config, params)
     decode_ceiling = BATCH * decode_length / (encoder_s + decode_length * step_bytes / bandwidth)
     matmul_step_s = greedy["step_matmuls"].median / decode_length

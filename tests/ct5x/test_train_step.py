@@ -66,3 +66,19 @@ def test_non_empty_sequences_counts_packed_segments():
     packed = {"decoder_loss_weights": jnp.array([[1, 1, 1, 0], [1, 1, 0, 0]]),
               "decoder_segment_ids": jnp.array([[1, 2, 2, 0], [1, 1, 0, 0]])}
     assert int(_non_empty_sequences(packed)) == 3
+
+
+def test_fresh_state_is_the_seeded_initialisation_placed_by_the_rules():
+    mesh = partitioning.make_mesh(1, jax.devices()[:1])
+    trainer = Trainer(EncoderDecoderModel(CONFIG), make_optimizer(OptimizerSettings()), mesh,
+                      partitioning.standard_logical_axis_rules(), seed=7)
+    state = trainer.create_state(None)
+    expected = EncoderDecoderModel(CONFIG).init_params(jax.random.PRNGKey(7))
+    for (path, value), want, sharding in zip(
+            jax.tree_util.tree_leaves_with_path(state.params), jax.tree.leaves(expected),
+            jax.tree.leaves(trainer.params_shardings)):
+        # jit fuses the initialisers' scaling, so values agree to rounding, not bit for bit.
+        np.testing.assert_allclose(np.asarray(value), np.asarray(want), rtol=1e-6, atol=1e-7,
+                                   err_msg=str(path))
+        assert value.sharding.is_equivalent_to(sharding, value.ndim), path
+    assert int(state.step) == 0

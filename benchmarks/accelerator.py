@@ -1,0 +1,264 @@
+"""Training-step speed and model-FLOPs utilisation on one accelerator: ct5x beside transformers.
+
+The model comes from ct5x's gin files (`models/t5_1_1/{size}.gin`, ACTIVATION_DTYPE='bfloat16':
+bfloat16 activations; float32 parameters, attention logits, softmax and output logits), dropout
+0.1, Adafactor at 1e-4 (ct5x's `hf` flavour against transformers' `Adafactor(scale_parameter=False,
+relative_step=False, warmup_init=False)`), and sees batches of random tokens, B x (512 input + 128
+target) by default. ct5x runs through its `Trainer`, the jitted, sharded, buffer-donating step that
+`ct5x train` runs, batch transfer included. transformers runs eagerly under
+`torch.autocast(bfloat16)` with float32 weights, which is what its `bf16=True` training does.
+
+Each (framework, size, random-number implementation) runs in a process of its own, so each reports
+its own peak device memory. A process measures a bfloat16 8192^3 matmul first (the ceiling in the
+same run), then times compilation and the first step apart, two warm-up steps, and `--reps`
+repetitions of `--steps` back-to-back steps; it reports the median and spread of the per-step time.
+Model-FLOPs utilisation counts the matmul FLOPs of the step (forward x 3) and is given against both
+that measured matmul rate and the card's datasheet peak (`--peak-tflops`, known for H100 and H200).
+
+Prints a table, then one JSON object on the last line. It measures; it asserts no time.
+
+    python benchmarks/accelerator.py [--sizes base,large] [--batch 32] [--rng-impls threefry2x32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from flops import train_step_flops
+
+# Dense bfloat16 TFLOP/s by datasheet, matched against the device's name in this order.
+DATASHEET_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
+                         ("H200", 989.4), ("A100", 312.0))
+MATMUL_SIZE = 8192
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="base,large", help="t5_1_1 sizes, comma-separated")
+    parser.add_argument("--frameworks", default="ct5x,transformers")
+    parser.add_argument("--rng-impls", default="threefry2x32",
+                        help="ct5x dropout PRNGs to measure (threefry2x32, unsafe_rbg)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--input-length", type=int, default=512)
+    parser.add_argument("--target-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed repetition")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="datasheet bfloat16 peak (default: known cards by name)")
+    parser.add_argument("--matmul-size", type=int, default=MATMUL_SIZE)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip measurements that would start after this many seconds")
+    parser.add_argument("--json-out", help="also write the JSON summary here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def random_batch(vocab_size: int, eos_id: int, args: argparse.Namespace):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shape_in, shape_out = (args.batch, args.input_length), (args.batch, args.target_length)
+    inputs = rng.integers(2, vocab_size, shape_in, dtype=np.int32)
+    targets = rng.integers(2, vocab_size, shape_out, dtype=np.int32)
+    inputs[:, -1] = targets[:, -1] = eos_id
+    return {
+        "encoder_input_tokens": inputs,
+        "decoder_input_tokens": np.concatenate(
+            [np.zeros((args.batch, 1), np.int32), targets[:, :-1]], axis=1),
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": np.ones(shape_out, np.float32),
+    }
+
+
+def repeat_timed(step, finish, args: argparse.Namespace) -> dict:
+    """Compilation with the first step, two warm-up steps, then the timed repetitions."""
+    start = time.perf_counter()
+    finish(step())
+    first_s = time.perf_counter() - start
+    finish([step() for _ in range(2)][-1])
+    per_step = []
+    for _ in range(args.reps):
+        start = time.perf_counter()
+        for _ in range(args.steps - 1):
+            step()
+        last = finish(step())
+        per_step.append((time.perf_counter() - start) / args.steps)
+    return {"first_step_s": round(first_s, 2), "step_s": per_step, "loss": float(last)}
+
+
+def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from ct5x import partitioning
+    from ct5x.gin_utils import build_model
+    from ct5x.optimizers import OptimizerSettings, make_optimizer
+    from ct5x.trainer import Trainer
+
+    jax.config.update("jax_default_prng_impl", rng_impl)
+    a = jnp.ones((args.matmul_size,) * 2, jnp.bfloat16)
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, a))
+    start = time.perf_counter()
+    jax.block_until_ready([matmul(a, a) for _ in range(10)])
+    matmul_s = (time.perf_counter() - start) / 10
+
+    model = build_model([f"models/t5_1_1/{size}.gin"], ["ACTIVATION_DTYPE = 'bfloat16'"])
+    optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
+    trainer = Trainer(model, optimizer, partitioning.make_mesh(),
+                      partitioning.standard_logical_axis_rules(), seed=0)
+    carry = {"state": trainer.create_state(None)}
+    batch = random_batch(model.config.vocab_size, model.config.eos_id, args)
+
+    def step():
+        carry["state"], metrics = trainer.train_step(carry["state"], batch)
+        return metrics
+
+    timing = repeat_timed(step, lambda metrics: jax.device_get(metrics["loss"]), args)
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return {**timing, "matmul_s": matmul_s, "device": jax.local_devices()[0].device_kind,
+            "peak_memory_gib": round(stats.get("peak_bytes_in_use", 0) / 2**30, 2),
+            "versions": {"jax": jax.__version__}}
+
+
+def transformers_worker(size: str, args: argparse.Namespace) -> dict:
+    import torch
+    import transformers
+
+    from ct5x.gin_utils import build_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    a = torch.ones((args.matmul_size,) * 2, dtype=torch.bfloat16, device=device)
+    a @ a
+    torch.cuda.synchronize() if device.type == "cuda" else None
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    torch.cuda.synchronize() if device.type == "cuda" else None
+    matmul_s = (time.perf_counter() - start) / 10
+    del a
+
+    config = build_model([f"models/t5_1_1/{size}.gin"]).config
+    torch.manual_seed(0)
+    hf_config = transformers.T5Config(**config.to_hf_dict())
+    model = transformers.T5ForConditionalGeneration(hf_config).to(device).train()
+    optimizer = transformers.optimization.Adafactor(
+        model.parameters(), lr=1e-4, scale_parameter=False, relative_step=False, warmup_init=False)
+    batch = random_batch(config.vocab_size, config.eos_id, args)
+    inputs = {name: torch.from_numpy(batch[key]).long().to(device) for name, key in (
+        ("input_ids", "encoder_input_tokens"), ("decoder_input_ids", "decoder_input_tokens"),
+        ("labels", "decoder_target_tokens"))}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    timing = repeat_timed(step, lambda loss: loss.item(), args)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    return {**timing, "matmul_s": matmul_s, "device": name,
+            "peak_memory_gib": round(peak / 2**30, 2),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+
+
+def run_worker(name: str, args: argparse.Namespace, timeout_s: float | None) -> dict:
+    """One measurement in a fresh process; its last stdout line is its JSON result."""
+    command = [sys.executable, __file__, *sys.argv[1:], "--worker", name]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout_s:.0f} s"}
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
+        print("\n".join(lines[-15:]), file=sys.stderr)
+        return {"error": lines[-1][:300]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(result: dict, flops: float, tokens: int, peak_tflops: float | None,
+              matmul_size: int) -> dict:
+    step_s = statistics.median(result["step_s"])
+    matmul_tflops = 2.0 * matmul_size**3 / result["matmul_s"] / 1e12
+    achieved = flops / step_s / 1e12
+    return {
+        "step_ms": round(step_s * 1e3, 1),
+        "step_ms_spread": [round(min(result["step_s"]) * 1e3, 1),
+                           round(max(result["step_s"]) * 1e3, 1)],
+        "tokens_per_s": round(tokens / step_s),
+        "model_tflops": round(achieved, 1),
+        "matmul_tflops": round(matmul_tflops, 1),
+        "mfu_vs_matmul": round(achieved / matmul_tflops, 3),
+        "mfu_vs_datasheet": round(achieved / peak_tflops, 3) if peak_tflops else None,
+        **{key: result[key] for key in ("first_step_s", "loss", "peak_memory_gib", "device",
+                                         "versions")},
+    }
+
+
+def datasheet_peak(device: str) -> float | None:
+    return next((tflops for name, tflops in DATASHEET_BF16_TFLOPS if name in device), None)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        framework, size, *rng = args.worker.split(":")
+        result = (ct5x_worker(size, rng[0], args) if framework == "ct5x"
+                  else transformers_worker(size, args))
+        print(json.dumps(result))
+        return
+
+    from ct5x.gin_utils import build_model
+
+    started, results = time.perf_counter(), {}
+    tokens = args.batch * (args.input_length + args.target_length)
+    print(f"batch {args.batch} x ({args.input_length} + {args.target_length}), bfloat16 "
+          f"activations, dropout 0.1, Adafactor; {args.reps} x {args.steps} timed steps")
+    print(f"{'run':<34} {'step ms':>8} {'spread':>13} {'tokens/s':>9} {'MFU':>6} {'MFU/mm':>7} "
+          f"{'peak GiB':>9} {'1st step s':>10}")
+    for size in args.sizes.split(","):
+        flops = train_step_flops(build_model([f"models/t5_1_1/{size}.gin"]).config, args.batch,
+                                 args.input_length, args.target_length)
+        names = [f"ct5x:{size}:{rng}" for rng in args.rng_impls.split(",")
+                 if "ct5x" in args.frameworks] + (
+            [f"transformers:{size}"] if "transformers" in args.frameworks else [])
+        for name in names:
+            elapsed = time.perf_counter() - started
+            left = None if args.budget_s is None else args.budget_s - elapsed
+            if left is not None and left <= 0:
+                results[name] = {"error": "skipped: --budget-s spent"}
+                print(f"{name:<34} skipped: --budget-s spent", flush=True)
+                continue
+            raw = run_worker(name, args, left)
+            if "error" in raw:
+                results[name] = raw
+                print(f"{name:<34} failed: {raw['error']}", flush=True)
+                continue
+            peak = args.peak_tflops or datasheet_peak(raw["device"])
+            row = results[name] = summarise(raw, flops, tokens, peak, args.matmul_size)
+            mfu = f"{row['mfu_vs_datasheet']:.1%}" if row["mfu_vs_datasheet"] else "-"
+            print(f"{name:<34} {row['step_ms']:>8.1f} {'-'.join(map(str, row['step_ms_spread'])):>13} "
+                  f"{row['tokens_per_s']:>9} {mfu:>6} {row['mfu_vs_matmul']:>7.1%} "
+                  f"{row['peak_memory_gib']:>9.2f} {row['first_step_s']:>10.1f}", flush=True)
+    summary = {"batch": [args.batch, args.input_length, args.target_length], "runs": results}
+    if args.json_out:
+        with open(args.json_out, "w") as out:
+            json.dump(summary, out, indent=1)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
