@@ -18,6 +18,7 @@ that measured matmul rate and the card's datasheet peak (`--peak-tflops`, known 
 Prints a table, then one JSON object on the last line. It measures; it asserts no time.
 
     python benchmarks/accelerator.py [--sizes base,large] [--batch 32] [--rng-impls threefry2x32]
+        [--binding "SCAN_LAYERS = True"] [--budget-s 400]
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frameworks", default="ct5x,transformers")
     parser.add_argument("--rng-impls", default="threefry2x32",
                         help="ct5x dropout PRNGs to measure (threefry2x32, unsafe_rbg)")
+    parser.add_argument("--binding", action="append", default=[],
+                        help="extra gin binding for ct5x's model, e.g. \"SCAN_LAYERS = True\"")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--input-length", type=int, default=512)
     parser.add_argument("--target-length", type=int, default=128)
@@ -109,7 +112,8 @@ def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
     jax.block_until_ready([matmul(a, a) for _ in range(10)])
     matmul_s = (time.perf_counter() - start) / 10
 
-    model = build_model([f"models/t5_1_1/{size}.gin"], ["ACTIVATION_DTYPE = 'bfloat16'"])
+    model = build_model([f"models/t5_1_1/{size}.gin"],
+                        ["ACTIVATION_DTYPE = 'bfloat16'", *args.binding])
     optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
     trainer = Trainer(model, optimizer, partitioning.make_mesh(),
                       partitioning.standard_logical_axis_rules(), seed=0)
@@ -226,7 +230,8 @@ def main() -> None:
     started, results = time.perf_counter(), {}
     tokens = args.batch * (args.input_length + args.target_length)
     print(f"batch {args.batch} x ({args.input_length} + {args.target_length}), bfloat16 "
-          f"activations, dropout 0.1, Adafactor; {args.reps} x {args.steps} timed steps")
+          f"activations, dropout 0.1, Adafactor; {args.reps} x {args.steps} timed steps; "
+          f"ct5x bindings: {args.binding or 'none'}")
     print(f"{'run':<34} {'step ms':>8} {'spread':>13} {'tokens/s':>9} {'MFU':>6} {'MFU/mm':>7} "
           f"{'peak GiB':>9} {'1st step s':>10}")
     for size in args.sizes.split(","):
@@ -253,7 +258,8 @@ def main() -> None:
             print(f"{name:<34} {row['step_ms']:>8.1f} {'-'.join(map(str, row['step_ms_spread'])):>13} "
                   f"{row['tokens_per_s']:>9} {mfu:>6} {row['mfu_vs_matmul']:>7.1%} "
                   f"{row['peak_memory_gib']:>9.2f} {row['first_step_s']:>10.1f}", flush=True)
-    summary = {"batch": [args.batch, args.input_length, args.target_length], "runs": results}
+    summary = {"batch": [args.batch, args.input_length, args.target_length],
+               "bindings": args.binding, "runs": results}
     if args.json_out:
         with open(args.json_out, "w") as out:
             json.dump(summary, out, indent=1)

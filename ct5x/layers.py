@@ -3,7 +3,8 @@
 Every parameter is created through `nn.with_logical_partitioning`, so `nn.get_partition_spec` on
 the initialised variables gives the logical axes that `ct5x.partitioning` maps to a device mesh.
 Parameters are float32; computation runs in the configured activation dtype, except the attention
-logits, the softmax and the output logits, which are float32 whatever that dtype (as in T5X).
+logits, the softmax and the output logits, which are float32 whatever that dtype (T5X's output
+logits, and its attention with `float32_attention_logits=True`; its default keeps them bfloat16).
 
 Dense layers multiply 2-D [rows, features] matrices: with a 3-D activation the weight gradient
 contracts two axes, and XLA:CPU then copies the activation gradient into a transposed layout in
