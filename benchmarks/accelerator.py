@@ -216,6 +216,39 @@ def datasheet_peak(device: str) -> float | None:
     return next((tflops for name, tflops in DATASHEET_BF16_TFLOPS if name in device), None)
 
 
+def measure_size(size: str, args: argparse.Namespace, started: float) -> dict[str, dict]:
+    """Every requested run at one model size, each in its own process, printed as it ends."""
+    from ct5x.gin_utils import build_model
+
+    flops = train_step_flops(build_model([f"models/t5_1_1/{size}.gin"]).config, args.batch,
+                             args.input_length, args.target_length)
+    tokens = args.batch * (args.input_length + args.target_length)
+    names = [f"ct5x:{size}:{rng}" for rng in args.rng_impls.split(",")
+             if "ct5x" in args.frameworks]
+    names += [f"transformers:{size}"] if "transformers" in args.frameworks else []
+    results = {}
+    for name in names:
+        left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - started)
+        raw = run_worker(name, args, left) if left is None or left > 0 else {
+            "error": "skipped: --budget-s spent"}
+        if "error" in raw:
+            results[name] = raw
+            print(f"{name:<34} {raw['error']}", flush=True)
+            continue
+        peak = args.peak_tflops or datasheet_peak(raw["device"])
+        row = results[name] = summarise(raw, flops, tokens, peak, args.matmul_size)
+        mfu = f"{row['mfu_vs_datasheet']:.1%}" if row["mfu_vs_datasheet"] else "-"
+        print(f"{name:<34} {row['step_ms']:>8.1f} {'-'.join(map(str, row['step_ms_spread'])):>13} "
+              f"{row['tokens_per_s']:>9} {mfu:>6} {row['mfu_vs_matmul']:>7.1%} "
+              f"{row['peak_memory_gib']:>9.2f} {row['first_step_s']:>10.1f}", flush=True)
+    reference = results.get(f"transformers:{size}", {}).get("step_ms")
+    for name, row in results.items():
+        if reference and name.startswith("ct5x") and "step_ms" in row:
+            row["speedup_vs_transformers"] = round(reference / row["step_ms"], 2)
+            print(f"{name:<34} {row['speedup_vs_transformers']:.2f}x transformers' tokens/s")
+    return results
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
@@ -225,39 +258,14 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from ct5x.gin_utils import build_model
-
     started, results = time.perf_counter(), {}
-    tokens = args.batch * (args.input_length + args.target_length)
     print(f"batch {args.batch} x ({args.input_length} + {args.target_length}), bfloat16 "
           f"activations, dropout 0.1, Adafactor; {args.reps} x {args.steps} timed steps; "
           f"ct5x bindings: {args.binding or 'none'}")
     print(f"{'run':<34} {'step ms':>8} {'spread':>13} {'tokens/s':>9} {'MFU':>6} {'MFU/mm':>7} "
           f"{'peak GiB':>9} {'1st step s':>10}")
     for size in args.sizes.split(","):
-        flops = train_step_flops(build_model([f"models/t5_1_1/{size}.gin"]).config, args.batch,
-                                 args.input_length, args.target_length)
-        names = [f"ct5x:{size}:{rng}" for rng in args.rng_impls.split(",")
-                 if "ct5x" in args.frameworks] + (
-            [f"transformers:{size}"] if "transformers" in args.frameworks else [])
-        for name in names:
-            elapsed = time.perf_counter() - started
-            left = None if args.budget_s is None else args.budget_s - elapsed
-            if left is not None and left <= 0:
-                results[name] = {"error": "skipped: --budget-s spent"}
-                print(f"{name:<34} skipped: --budget-s spent", flush=True)
-                continue
-            raw = run_worker(name, args, left)
-            if "error" in raw:
-                results[name] = raw
-                print(f"{name:<34} failed: {raw['error']}", flush=True)
-                continue
-            peak = args.peak_tflops or datasheet_peak(raw["device"])
-            row = results[name] = summarise(raw, flops, tokens, peak, args.matmul_size)
-            mfu = f"{row['mfu_vs_datasheet']:.1%}" if row["mfu_vs_datasheet"] else "-"
-            print(f"{name:<34} {row['step_ms']:>8.1f} {'-'.join(map(str, row['step_ms_spread'])):>13} "
-                  f"{row['tokens_per_s']:>9} {mfu:>6} {row['mfu_vs_matmul']:>7.1%} "
-                  f"{row['peak_memory_gib']:>9.2f} {row['first_step_s']:>10.1f}", flush=True)
+        results.update(measure_size(size, args, started))
     summary = {"batch": [args.batch, args.input_length, args.target_length],
                "bindings": args.binding, "runs": results}
     if args.json_out:
