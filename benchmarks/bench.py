@@ -328,7 +328,8 @@ def main() -> None:
     score_ceiling = BATCH * (INPUT_LENGTH + TARGET_LENGTH) / (flops / 3 / (score_gflops * 1e9))
     # A greedy decode at best: the encoder pass at the large matmul's rate, then every step reading
     # its bytes once at the read bandwidth, or doing only its matmuls.
-    encoder_s = encoder_flops(config, BATCH, INPUT_LENGTH) / (2.0 * size**3 / greedy["jax_matmul"].median)
+    greedy_matmul_rate = 2.0 * size**3 / greedy["jax_matmul"].median
+    encoder_s = encoder_flops(config, BATCH, INPUT_LENGTH) / greedy_matmul_rate
     step_bytes = decode_bytes_per_step(config, params)
     decode_ceiling = BATCH * decode_length / (encoder_s + decode_length * step_bytes / bandwidth)
     matmul_step_s = greedy["step_matmuls"].median / decode_length
