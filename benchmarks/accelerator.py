@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from flops import train_step_flops
+from workload import random_batch, train_step_flops
 
 # Dense bfloat16 TFLOP/s by datasheet, matched against the device's name in this order.
 DATASHEET_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
@@ -62,21 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def random_batch(vocab_size: int, eos_id: int, args: argparse.Namespace):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    shape_in, shape_out = (args.batch, args.input_length), (args.batch, args.target_length)
-    inputs = rng.integers(2, vocab_size, shape_in, dtype=np.int32)
-    targets = rng.integers(2, vocab_size, shape_out, dtype=np.int32)
-    inputs[:, -1] = targets[:, -1] = eos_id
-    return {
-        "encoder_input_tokens": inputs,
-        "decoder_input_tokens": np.concatenate(
-            [np.zeros((args.batch, 1), np.int32), targets[:, :-1]], axis=1),
-        "decoder_target_tokens": targets,
-        "decoder_loss_weights": np.ones(shape_out, np.float32),
-    }
+def seconds_per_call(call, finish, count: int = 10) -> float:
+    """One warm-up call, then `count` back-to-back calls, waited for once at the end."""
+    finish(call())
+    start = time.perf_counter()
+    finish([call() for _ in range(count)][-1])
+    return (time.perf_counter() - start) / count
 
 
 def repeat_timed(step, finish, args: argparse.Namespace) -> dict:
@@ -107,10 +98,7 @@ def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
     jax.config.update("jax_default_prng_impl", rng_impl)
     a = jnp.ones((args.matmul_size,) * 2, jnp.bfloat16)
     matmul = jax.jit(jnp.matmul)
-    jax.block_until_ready(matmul(a, a))
-    start = time.perf_counter()
-    jax.block_until_ready([matmul(a, a) for _ in range(10)])
-    matmul_s = (time.perf_counter() - start) / 10
+    matmul_s = seconds_per_call(lambda: matmul(a, a), jax.block_until_ready)
 
     model = build_model([f"models/t5_1_1/{size}.gin"],
                         ["ACTIVATION_DTYPE = 'bfloat16'", *args.binding])
@@ -118,7 +106,7 @@ def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
     trainer = Trainer(model, optimizer, partitioning.make_mesh(),
                       partitioning.standard_logical_axis_rules(), seed=0)
     carry = {"state": trainer.create_state(None)}
-    batch = random_batch(model.config.vocab_size, model.config.eos_id, args)
+    batch = random_batch(model.config, args.batch, args.input_length, args.target_length)
 
     def step():
         carry["state"], metrics = trainer.train_step(carry["state"], batch)
@@ -138,15 +126,15 @@ def transformers_worker(size: str, args: argparse.Namespace) -> dict:
     from ct5x.gin_utils import build_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    a = torch.ones((args.matmul_size,) * 2, dtype=torch.bfloat16, device=device)
-    a @ a
-    torch.cuda.synchronize() if device.type == "cuda" else None
-    start = time.perf_counter()
-    for _ in range(10):
-        a @ a
-    torch.cuda.synchronize() if device.type == "cuda" else None
-    matmul_s = (time.perf_counter() - start) / 10
-    del a
+    def synchronize(_) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def matmul_seconds() -> float:  # its operand is freed before the model is built
+        a = torch.ones((args.matmul_size,) * 2, dtype=torch.bfloat16, device=device)
+        return seconds_per_call(lambda: a @ a, synchronize)
+
+    matmul_s = matmul_seconds()
 
     config = build_model([f"models/t5_1_1/{size}.gin"]).config
     torch.manual_seed(0)
@@ -154,7 +142,7 @@ def transformers_worker(size: str, args: argparse.Namespace) -> dict:
     model = transformers.T5ForConditionalGeneration(hf_config).to(device).train()
     optimizer = transformers.optimization.Adafactor(
         model.parameters(), lr=1e-4, scale_parameter=False, relative_step=False, warmup_init=False)
-    batch = random_batch(config.vocab_size, config.eos_id, args)
+    batch = random_batch(config, args.batch, args.input_length, args.target_length)
     inputs = {name: torch.from_numpy(batch[key]).long().to(device) for name, key in (
         ("input_ids", "encoder_input_tokens"), ("decoder_input_ids", "decoder_input_tokens"),
         ("labels", "decoder_target_tokens"))}

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
-from flops import encoder_flops, train_step_flops
+from workload import encoder_flops, random_batch, train_step_flops
 
 from ct5x.checkpoints import load_checkpoint
 from ct5x.config import T5Config
@@ -147,20 +147,6 @@ def read_bandwidth(reps: int, megabytes: int = 512) -> float:
     total = jax.jit(jnp.sum)
     timing = interleaved({"read": ready(lambda: total(x))}, reps)["read"]
     return x.nbytes / timing.median
-
-
-def make_batch(config: T5Config, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    inputs = rng.integers(2, config.vocab_size, (BATCH, INPUT_LENGTH), dtype=np.int32)
-    inputs[:, -1] = config.eos_id
-    targets = rng.integers(2, config.vocab_size, (BATCH, TARGET_LENGTH), dtype=np.int32)
-    targets[:, -1] = config.eos_id
-    decoder_inputs = np.concatenate([np.zeros((BATCH, 1), np.int32), targets[:, :-1]], axis=1)
-    return {
-        "encoder_input_tokens": inputs,
-        "decoder_input_tokens": decoder_inputs,
-        "decoder_target_tokens": targets,
-        "decoder_loss_weights": np.ones_like(targets, np.float32),
-    }
 
 
 def hf_model(config: T5Config) -> transformers.T5ForConditionalGeneration:
@@ -278,7 +264,7 @@ def main() -> None:
           f"{os.environ.get('XLA_FLAGS', '')!r}; torch.get_num_threads()={torch.get_num_threads()})",
           file=sys.stderr)
 
-    batch = make_batch(config, np.random.default_rng(0))
+    batch = random_batch(config, BATCH, INPUT_LENGTH, TARGET_LENGTH)
     torch_model = hf_model(config)
     with tempfile.TemporaryDirectory() as saved:
         torch_model.save_pretrained(saved)

@@ -19,6 +19,8 @@ import resource
 import subprocess
 import sys
 
+from workload import random_batch
+
 BATCH, INPUT_LENGTH, TARGET_LENGTH = 8, 512, 128
 
 
@@ -38,20 +40,6 @@ def _config(size: str, policy: str):
     return build_model([f"models/t5_1_1/{size}.gin"], [f"REMAT_POLICY = '{policy}'"]).config
 
 
-def _batch(vocab_size: int):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    targets = rng.integers(2, vocab_size, (BATCH, TARGET_LENGTH), dtype=np.int32)
-    return {
-        "encoder_input_tokens": rng.integers(2, vocab_size, (BATCH, INPUT_LENGTH), dtype=np.int32),
-        "decoder_input_tokens": np.concatenate(
-            [np.zeros((BATCH, 1), np.int32), targets[:, :-1]], axis=1
-        ),
-        "decoder_target_tokens": targets,
-    }
-
-
 def ct5x_worker(size: str, policy: str) -> dict:
     import jax
     import jax.numpy as jnp
@@ -63,7 +51,7 @@ def ct5x_worker(size: str, policy: str) -> dict:
     optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
     params = jax.jit(model.init_params)(jax.random.PRNGKey(0))
     state = optimizer.init(params)
-    batch = jax.device_put(_batch(model.config.vocab_size))
+    batch = jax.device_put(random_batch(model.config, BATCH, INPUT_LENGTH, TARGET_LENGTH))
 
     @jax.jit
     def step(params, state, batch, rng):
@@ -94,7 +82,8 @@ def hf_worker(size: str) -> dict:
     optimizer = transformers.optimization.Adafactor(
         model.parameters(), lr=1e-4, scale_parameter=False, relative_step=False, warmup_init=False
     )
-    batch = {k: torch.from_numpy(v).long() for k, v in _batch(config.vocab_size).items()}
+    batch = {k: torch.from_numpy(v).long()
+             for k, v in random_batch(config, BATCH, INPUT_LENGTH, TARGET_LENGTH).items()}
     inputs = {
         "input_ids": batch["encoder_input_tokens"],
         "decoder_input_ids": batch["decoder_input_tokens"],

@@ -1,12 +1,30 @@
-"""Matmul FLOPs of a T5 training step and of a decode's encoder pass, shared by the benchmarks.
+"""What the benchmarks share: random-token batches and the matmul FLOPs they cost a T5.
 
-Counted by hand from the shapes: XLA's cost analysis counts the elementwise work too and differs
-between backends, so model-FLOPs utilisation would not compare across machines.
+FLOPs are counted by hand from the shapes: XLA's cost analysis counts the elementwise work too and
+differs between backends, so model-FLOPs utilisation would not compare across machines.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from ct5x.config import T5Config
+
+
+def random_batch(config: T5Config, batch: int, input_length: int, target_length: int,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Full-length rows of random tokens ending in EOS, teacher-forced targets, unit weights."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(2, config.vocab_size, (batch, input_length), dtype=np.int32)
+    targets = rng.integers(2, config.vocab_size, (batch, target_length), dtype=np.int32)
+    inputs[:, -1] = targets[:, -1] = config.eos_id
+    decoder_inputs = np.concatenate([np.zeros((batch, 1), np.int32), targets[:, :-1]], axis=1)
+    return {
+        "encoder_input_tokens": inputs,
+        "decoder_input_tokens": decoder_inputs,
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": np.ones_like(targets, np.float32),
+    }
 
 
 def train_step_flops(config: T5Config, batch: int, input_length: int, target_length: int) -> float:
