@@ -55,6 +55,38 @@ def _gather_rows(tree: PyTree, rows: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(lambda x: jnp.take(x, rows, axis=0) if jnp.ndim(x) else x, tree)
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+    """`jnp.argmax(x, axis=-1)` as int32 (first maximum, or first NaN), computed as a max and then
+    the first index that holds it: two plain reductions that XLA:CPU vectorises, 3x faster than
+    the variadic (value, index) reduction that argmax lowers to, over a 32k vocabulary."""
+    size = x.shape[-1]
+    best = jnp.max(x, axis=-1, keepdims=True)
+    indices = jnp.arange(size, dtype=jnp.int32)
+    return jnp.min(jnp.where((x == best) | jnp.isnan(x), indices, size), axis=-1)
+
+
+def top_k_by_blocks(x: jax.Array, k: int, block: int = 128) -> tuple[jax.Array, jax.Array]:
+    """`jax.lax.top_k(x, k)` for [rows, n] with small k and large n, ties to the lower index.
+
+    XLA:CPU's TopK takes about 1.1 ms for 8 rows of 3 x 32128 beam candidates; this, 0.2 ms.
+    The k best lie in the k blocks whose maxima are best (any other block's elements are beaten
+    by k block maxima), so one vectorised max per block, a top-k over the block maxima and one
+    over those k blocks, kept in index order so that ties resolve as top_k's do, give the same
+    values and indices.
+    """
+    rows, size = x.shape
+    if size < 4 * k * block:
+        return jax.lax.top_k(x, k)
+    padding = -size % block  # -inf padding after every real element can never be chosen
+    blocks = jnp.pad(x, ((0, 0), (0, padding)), constant_values=-jnp.inf).reshape(rows, -1, block)
+    _, best_blocks = jax.lax.top_k(jnp.max(blocks, axis=-1), k)
+    best_blocks = jnp.sort(best_blocks, axis=-1)
+    candidates = jnp.take_along_axis(blocks, best_blocks[:, :, None], axis=1).reshape(rows, -1)
+    values, positions = jax.lax.top_k(candidates, k)
+    block_of = jnp.take_along_axis(best_blocks, positions // block, axis=1)
+    return values, block_of * block + positions % block
+
+
 def _check_lengths(batch_size: int, max_decode_length: int, num_beams: int = 1) -> None:
     for name, value in (("batch_size", batch_size), ("max_decode_length", max_decode_length),
                         ("num_beams", num_beams)):
@@ -91,7 +123,7 @@ def _greedy(
     def decode_one(state: _GreedyState) -> _GreedyState:
         logits, cache = tokens_to_logits(state.last_tokens, state.step, state.cache)
         logits = logits.astype(jnp.float32)  # [batch, vocab]
-        tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [batch]
+        tokens = first_argmax(logits)  # [batch]
         token_log_probs = jnp.take_along_axis(
             jax.nn.log_softmax(logits, axis=-1), tokens[:, None], axis=-1
         )[:, 0]
@@ -179,12 +211,14 @@ def beam_search(
     """Beam search; returns the best sequence [batch, max_decode_length] (pad_id after EOS) and
     its score [batch]. Traceable: jit it around the caller's step with the sizes static.
 
-    `initial_cache` leaves have leading axis `batch_size`; they are expanded to
-    batch_size * num_beams rows here and reordered along axis 0 as beams move. `tokens_to_logits`
-    sees those N rows (row b*K + k is beam k of example b). `alpha` is Hugging Face's
-    length_penalty exponent for style "hf" (default 1.0) and T5X's brevity alpha for "t5x"
-    (default 0.6). Any vocabulary of two or more tokens works, even one smaller than the beam:
-    candidates that descend from an empty beam slot are never kept as hypotheses.
+    `initial_cache` leaves have leading axis `batch_size`. The first step, where every beam of
+    an example is the same, runs once per example: `tokens_to_logits` first sees those
+    batch_size rows. Its logits and cache are then copied to batch_size * num_beams rows, which
+    every later call sees (row b*K + k is beam k of example b) and which are reordered along
+    axis 0 as beams move. `alpha` is Hugging Face's length_penalty exponent for style "hf"
+    (default 1.0) and T5X's brevity alpha for "t5x" (default 0.6). Any vocabulary of two or
+    more tokens works, even one smaller than the beam: candidates that descend from an empty
+    beam slot are never kept as hypotheses.
     """
     _check_lengths(batch_size, max_decode_length, num_beams)
     if length_penalty_style not in LENGTH_PENALTY_STYLES:
@@ -211,8 +245,11 @@ def beam_search(
         return (state.step < max_decode_length) & jnp.any(state.searching)
 
     def extend_beams(state: _BeamState) -> _BeamState:
+        logits, cache = tokens_to_logits(state.live_tokens, state.step, state.cache)  # [N, V]
+        return choose_beams(state, logits, cache)
+
+    def choose_beams(state: _BeamState, logits: jax.Array, cache: PyTree) -> _BeamState:
         step = state.step
-        logits, cache = tokens_to_logits(state.live_tokens, step, state.cache)  # [N, V]
         vocab_size = logits.shape[-1]
         if vocab_size < 2:
             raise UserInputError(
@@ -224,7 +261,7 @@ def beam_search(
         totals = (log_probs + state.live_scores[:, :, None]).reshape(batch_size, -1)
 
         # The 2K best continuations over all beams: [batch, 2K], best first.
-        cand_scores, cand_index = jax.lax.top_k(totals, num_candidates)
+        cand_scores, cand_index = top_k_by_blocks(totals, num_candidates)
         cand_beam = cand_index // vocab_size
         cand_token = (cand_index % vocab_size).astype(jnp.int32)
         cand_seqs = jnp.take_along_axis(state.live_seqs, cand_beam[:, :, None], axis=1)
@@ -287,9 +324,15 @@ def beam_search(
         kept_scores=jnp.full((batch_size, num_beams), NEG_INF, jnp.float32),
         kept_flags=jnp.zeros((batch_size, num_beams), bool),
         searching=jnp.ones((batch_size,), bool),
-        cache=expand_to_beams(initial_cache, num_beams),
+        cache=None,
     )
-    final = jax.lax.while_loop(keep_searching, extend_beams, start)
+    # Every beam of an example starts from the same token and cache: run the first step once
+    # per example and copy its logits and cache to the beams.
+    logits, cache = tokens_to_logits(start.live_tokens[::num_beams], start.step, initial_cache)
+    first = choose_beams(
+        start, jnp.repeat(logits, num_beams, axis=0), expand_to_beams(cache, num_beams)
+    )
+    final = jax.lax.while_loop(keep_searching, extend_beams, first)
     # Style "hf" always ends hypotheses at the last step; "t5x" falls back to the best live beam.
     has_ended = final.kept_flags[:, 0]
     best_seqs = jnp.where(has_ended[:, None], final.kept_seqs[:, 0], final.live_seqs[:, 0])

@@ -150,8 +150,9 @@ class EncoderDecoderModel:
         batch_size = encoder_tokens.shape[0]
         variables = {"params": params}
         encoded = self.module.apply(variables, encoder_tokens, method=Transformer.encode)
+        keys_transposed = options.num_beams > 1
         cross_kv = self.module.apply(
-            variables, encoded, method=Transformer.precompute_cross_attention
+            variables, encoded, keys_transposed, method=Transformer.precompute_cross_attention
         )
         # One row of cross-attention keys and values per example, also under beam search: the
         # decoder attends each example's beams to them together (no per-beam copies).
@@ -159,7 +160,7 @@ class EncoderDecoderModel:
 
         def tokens_to_logits(tokens, step, cache):
             return self.module.apply(
-                variables, tokens, step, cache, cross_kv, encoder_mask,
+                variables, tokens, step, cache, cross_kv, encoder_mask, keys_transposed,
                 method=Transformer.decode_step,
             )
 

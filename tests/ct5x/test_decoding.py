@@ -33,10 +33,12 @@ MODELS = [("t5_1_1", 1), ("t5_1_1", 5), ("t5_1_0", 1), ("t5_1_0", 3)]
 INPUT_LENGTHS = (9, 5, 7, 3)
 
 
-def _torch_t5(family: str, seed: int) -> transformers.T5ForConditionalGeneration:
+def _torch_t5(
+    family: str, seed: int, vocab: int = VOCAB
+) -> transformers.T5ForConditionalGeneration:
     torch.manual_seed(seed)
     config = transformers.T5Config(
-        vocab_size=VOCAB, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=START,
+        vocab_size=vocab, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=START,
         dropout_rate=0.0, **FAMILIES[family],
     )
     model = transformers.T5ForConditionalGeneration(config).eval()
@@ -180,6 +182,18 @@ def test_hf_beam_matches_generate_with_default_length_penalty(models, key, num_b
     np.testing.assert_allclose(scores, expected_scores, rtol=2e-5)
 
 
+@pytest.mark.parametrize("num_beams", [2, 3])
+def test_hf_beam_over_a_large_vocabulary_matches_generate(num_beams):
+    """num_beams x 1600 candidates per example: beam search picks them by blocks."""
+    model = _torch_t5("t5_1_1", 5, vocab=1600)
+    assert num_beams * 1600 >= 4 * 2 * num_beams * 128  # top_k_by_blocks' own threshold
+    ids, mask = _inputs(5)
+    expected, expected_scores = _hf_generate(model, ids, mask, num_beams)
+    seqs, scores = _ours(model, ids, mask, num_beams)
+    np.testing.assert_array_equal(seqs, expected)
+    np.testing.assert_allclose(scores, expected_scores, rtol=2e-5)
+
+
 @pytest.mark.parametrize("key", [("t5_1_1", 1), ("t5_1_0", 1)])
 @pytest.mark.parametrize("num_beams", [2, 4])
 @pytest.mark.parametrize("length_penalty", [0.6, 2.0])
@@ -318,11 +332,43 @@ def test_each_search_is_one_program_compiled_once_per_shape():
         first = decode(tables[0], cache, style, 3)
         second = decode(tables[1], cache, style, 3)
         assert not np.array_equal(first, second)  # the data really changed
-        assert calls == {"trace": 1, "tokens_to_logits": 1}, style  # no per-token Python loop
+        # No per-token Python loop: the step is traced once (beam search: once more for its
+        # first step, run once per example before the loop).
+        steps_traced = 1 if style == "greedy" else 2
+        assert calls == {"trace": 1, "tokens_to_logits": steps_traced}, style
         decode(tables[0], {"fed": jnp.zeros((5, 6), jnp.int32)}, style, 3)
         assert calls["trace"] == 2  # a new batch size is a new shape
         hlo = decode.lower(tables[0], cache, style, 3).as_text()
         assert hlo.count("stablehlo.while") == 1, style
+
+
+@pytest.mark.parametrize("size", [4 * 6 * 128, 3 * 32128, 5000])  # 5000: padded last block
+def test_top_k_by_blocks_equals_lax_top_k_with_ties(size):
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((5, size)).astype(np.float32)
+    x[0, [3, 700, size - 1]] = 9.0  # ties across blocks: the lower index comes first
+    x[1, :] = 1.0  # every element tied
+    x[2, ::2] = -np.inf
+    x[3] = np.round(x[3], 1)  # many ties in every block
+    x[4] = np.clip(x[4], -3.0, 3.0)
+    x[4, [10, 1000, 1001]] = 5.0, 9.0, 5.0  # the 5.0 of the earlier, weaker block wins the tie
+    for k in (1, 6, 10):
+        values, indices = decoding.top_k_by_blocks(jnp.asarray(x), k)
+        expected_values, expected_indices = jax.lax.top_k(jnp.asarray(x), k)
+        np.testing.assert_array_equal(values, expected_values)
+        np.testing.assert_array_equal(indices, expected_indices)
+
+
+def test_first_argmax_equals_argmax_with_ties_and_nan():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 32128)).astype(np.float32)
+    x[0, [9, 20000]] = 50.0
+    x[1, :] = -np.inf
+    x[2, [30, 40]] = np.nan
+    x[3] = np.round(x[3])
+    got = decoding.first_argmax(jnp.asarray(x))
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, jnp.argmax(jnp.asarray(x), axis=-1))
 
 
 def test_expand_to_beams_repeats_rows_and_leaves_scalars():

@@ -50,9 +50,10 @@ def _t5x_reference(logits_fn, num_beams: int, alpha: float) -> tuple[tuple, floa
     return best_tokens + (PAD,) * (T5X_LEN - len(best_tokens)), best_score
 
 
-def _history_tokens_to_logits(host_logits, rows: int, vocab: int) -> decoding.TokensToLogits:
+def _history_tokens_to_logits(host_logits, vocab: int) -> decoding.TokensToLogits:
     """tokens_to_logits whose cache is the [rows, length] token history; host_logits(prefixes)
-    returns float32 [rows, vocab] logits for the prefixes history[:, :step + 1]."""
+    returns float32 [rows, vocab] logits for the prefixes history[:, :step + 1]. Beam search
+    calls it with one row per example for its first step, then with one row per beam."""
 
     def on_host(history, step):
         return host_logits(np.asarray(history)[:, : int(step) + 1]).astype(np.float32)
@@ -60,7 +61,7 @@ def _history_tokens_to_logits(host_logits, rows: int, vocab: int) -> decoding.To
     def tokens_to_logits(last_tokens, step, history):
         history = history.at[:, step].set(last_tokens)
         logits = jax.pure_callback(
-            on_host, jax.ShapeDtypeStruct((rows, vocab), jnp.float32), history, step
+            on_host, jax.ShapeDtypeStruct((history.shape[0], vocab), jnp.float32), history, step
         )
         return logits, history
 
@@ -68,14 +69,13 @@ def _history_tokens_to_logits(host_logits, rows: int, vocab: int) -> decoding.To
 
 
 def _t5x_ours(num_beams, alpha, seed, eos_bias, batch=3):
-    rows = batch * num_beams
-
     def host_logits(prefixes):
-        return np.stack([_prefix_logits(r // num_beams, p, seed, eos_bias)
+        per_example = len(prefixes) // batch
+        return np.stack([_prefix_logits(r // per_example, p, seed, eos_bias)
                          for r, p in enumerate(prefixes)])
 
     seqs, scores = decoding.beam_search(
-        _history_tokens_to_logits(host_logits, rows, T5X_VOCAB),
+        _history_tokens_to_logits(host_logits, T5X_VOCAB),
         jnp.zeros((batch, T5X_LEN), jnp.int32), batch_size=batch, num_beams=num_beams,
         max_decode_length=T5X_LEN, decoder_start_id=START, eos_id=EOS,
         length_penalty_style="t5x", alpha=alpha,
@@ -142,11 +142,12 @@ def _exhaustive_best(example: int, seed: int, alpha: float) -> tuple[tuple, floa
 
 def _exact_ours(num_beams: int, seed: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     def host_logits(prefixes):
-        return np.stack([_exact_logits(row // num_beams, prefix, seed)
+        per_example = len(prefixes) // EXACT_EXAMPLES
+        return np.stack([_exact_logits(row // per_example, prefix, seed)
                          for row, prefix in enumerate(prefixes)])
 
     seqs, scores = decoding.beam_search(
-        _history_tokens_to_logits(host_logits, EXACT_EXAMPLES * num_beams, EXACT_VOCAB),
+        _history_tokens_to_logits(host_logits, EXACT_VOCAB),
         jnp.zeros((EXACT_EXAMPLES, EXACT_LEN), jnp.int32), batch_size=EXACT_EXAMPLES,
         num_beams=num_beams, max_decode_length=EXACT_LEN, decoder_start_id=START, eos_id=EOS,
         length_penalty_style="t5x", alpha=alpha,

@@ -206,8 +206,12 @@ def _all_equations(jaxpr):
                 yield from _all_equations(getattr(inner, "jaxpr", inner))
 
 
-def test_decode_step_with_beams_reads_one_row_of_cross_attention_per_example(make_hf_t5):
-    """Beams attend to their example's keys and values without copies: same logits as copies."""
+@pytest.mark.parametrize("keys_transposed", [False, True])
+def test_decode_step_with_beams_reads_one_row_of_cross_attention_per_example(
+    make_hf_t5, keys_transposed
+):
+    """Beams attend to their example's keys and values without copies, in either key layout:
+    same logits as per-beam copies."""
     from ct5x.decoding import expand_to_beams
 
     checkpoint = load_checkpoint(make_hf_t5(seed=9))
@@ -217,16 +221,20 @@ def test_decode_step_with_beams_reads_one_row_of_cross_attention_per_example(mak
     encoder_tokens[1, 12:] = 0  # padding differs between examples
     encoded = module.apply(variables, encoder_tokens, method=Transformer.encode)
     cross_kv = module.apply(variables, encoded, method=Transformer.precompute_cross_attention)
+    shared_kv = module.apply(
+        variables, encoded, keys_transposed, method=Transformer.precompute_cross_attention
+    )
     beams = 4
     cache = module.apply(variables, 3 * beams, 6, method=Transformer.init_cache)
     tokens = jnp.asarray(random_tokens(np.random.default_rng(6), 1, 3 * beams)[0])
 
-    def step(kv, mask):
+    def step(kv, mask, transposed=False):
         return module.apply(
-            variables, tokens, jnp.int32(0), cache, kv, mask, method=Transformer.decode_step
+            variables, tokens, jnp.int32(0), cache, kv, mask, transposed,
+            method=Transformer.decode_step,
         )
 
-    shared, _ = step(cross_kv, encoder_tokens > 0)
+    shared, _ = step(shared_kv, encoder_tokens > 0, keys_transposed)
     copied, _ = step(*expand_to_beams((cross_kv, encoder_tokens > 0), beams))
     assert shared.shape == (3 * beams, checkpoint.config.vocab_size)
     np.testing.assert_allclose(np.asarray(shared), np.asarray(copied), rtol=1e-5, atol=1e-5)
