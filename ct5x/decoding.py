@@ -75,7 +75,7 @@ def top_k_by_blocks(x: jax.Array, k: int, block: int = 128) -> tuple[jax.Array, 
     values and indices.
     """
     rows, size = x.shape
-    if size < 4 * k * block:
+    if size < 4 * k * block:  # too few blocks for the two stages to pay
         return jax.lax.top_k(x, k)
     padding = -size % block  # -inf padding after every real element can never be chosen
     blocks = jnp.pad(x, ((0, 0), (0, padding)), constant_values=-jnp.inf).reshape(rows, -1, block)
@@ -213,7 +213,7 @@ def beam_search(
 
     `initial_cache` leaves have leading axis `batch_size`. The first step, where every beam of
     an example is the same, runs once per example: `tokens_to_logits` first sees those
-    batch_size rows. Its logits and cache are then copied to batch_size * num_beams rows, which
+    batch_size rows. Choosing its beams copies the cache to batch_size * num_beams rows, which
     every later call sees (row b*K + k is beam k of example b) and which are reordered along
     axis 0 as beams move. `alpha` is Hugging Face's length_penalty exponent for style "hf"
     (default 1.0) and T5X's brevity alpha for "t5x" (default 0.6). Any vocabulary of two or
@@ -249,7 +249,9 @@ def beam_search(
         return choose_beams(state, logits, cache)
 
     def choose_beams(state: _BeamState, logits: jax.Array, cache: PyTree) -> _BeamState:
+        """`logits` and `cache` hold one row per beam, or one per example (the first step)."""
         step = state.step
+        rows_per_example = logits.shape[0] // batch_size
         vocab_size = logits.shape[-1]
         if vocab_size < 2:
             raise UserInputError(
@@ -257,7 +259,7 @@ def beam_search(
                 f"2 tokens, the model has {vocab_size}"
             )
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        log_probs = log_probs.reshape(batch_size, num_beams, vocab_size)
+        log_probs = log_probs.reshape(batch_size, rows_per_example, vocab_size)
         totals = (log_probs + state.live_scores[:, :, None]).reshape(batch_size, -1)
 
         # The 2K best continuations over all beams: [batch, 2K], best first.
@@ -277,7 +279,7 @@ def beam_search(
         live_seqs = jnp.take_along_axis(cand_seqs, live_pick[:, :, None], axis=1)
         live_tokens = jnp.take_along_axis(cand_token, live_pick, axis=1).reshape(-1)
         source_rows = jnp.take_along_axis(cand_beam, live_pick, axis=1) + beam_offsets
-        cache = _gather_rows(cache, source_rows.reshape(-1))
+        cache = _gather_rows(cache, source_rows.reshape(-1) // (num_beams // rows_per_example))
 
         # Kept set: merge candidates that end here into the K best ended hypotheses.
         if hf_style:
@@ -327,11 +329,9 @@ def beam_search(
         cache=None,
     )
     # Every beam of an example starts from the same token and cache: run the first step once
-    # per example and copy its logits and cache to the beams.
+    # per example; choosing its beams copies the cache to them.
     logits, cache = tokens_to_logits(start.live_tokens[::num_beams], start.step, initial_cache)
-    first = choose_beams(
-        start, jnp.repeat(logits, num_beams, axis=0), expand_to_beams(cache, num_beams)
-    )
+    first = choose_beams(start, logits, cache)
     final = jax.lax.while_loop(keep_searching, extend_beams, first)
     # Style "hf" always ends hypotheses at the last step; "t5x" falls back to the best live beam.
     has_ended = final.kept_flags[:, 0]
