@@ -18,7 +18,11 @@ that measured matmul rate and the card's datasheet peak (`--peak-tflops`, known 
 Prints a table, then one JSON object on the last line. It measures; it asserts no time.
 
     python benchmarks/accelerator.py [--sizes base,large] [--batch 32] [--rng-impls threefry2x32]
-        [--binding "SCAN_LAYERS = True"] [--budget-s 400]
+        [--binding "SCAN_LAYERS = True"] [--budget-s 400] [--profile-steps 3]
+
+With `--profile-steps N`, each ct5x run then traces N more steps with `jax.profiler` and reports
+how busy the device was and its op time per step by op and by kind (matmul, reduction, random
+bits, copies and transposes, other fusions); `--profile-dir` keeps the traces for TensorBoard.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from workload import random_batch, train_step_flops
@@ -58,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="skip measurements that would start after this many seconds")
     parser.add_argument("--json-out", help="also write the JSON summary here")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="after timing, trace this many ct5x steps and report where their "
+                             "device time went (ops and kinds, busy fraction)")
+    parser.add_argument("--profile-dir", help="keep the traces here (default: a temporary dir)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -114,9 +123,27 @@ def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
 
     timing = repeat_timed(step, lambda metrics: jax.device_get(metrics["loss"]), args)
     stats = jax.local_devices()[0].memory_stats() or {}
+    if args.profile_steps > 0:
+        timing["profile"] = profile_steps(step, f"ct5x_{size}_{rng_impl}", args)
     return {**timing, "matmul_s": matmul_s, "device": jax.local_devices()[0].device_kind,
             "peak_memory_gib": round(stats.get("peak_bytes_in_use", 0) / 2**30, 2),
             "versions": {"jax": jax.__version__}}
+
+
+def profile_steps(step, name: str, args: argparse.Namespace) -> dict:
+    """`--profile-steps` back-to-back steps under `jax.profiler`, summarised by op."""
+    import jax
+    from trace_summary import summarise_trace
+
+    directory = os.path.join(args.profile_dir or tempfile.mkdtemp(), name)
+    jax.profiler.start_trace(directory)
+    start = time.perf_counter()
+    for _ in range(args.profile_steps - 1):
+        step()
+    jax.device_get(step()["loss"])
+    wall_s = time.perf_counter() - start
+    jax.profiler.stop_trace()
+    return {**summarise_trace(directory, args.profile_steps, wall_s), "trace_dir": directory}
 
 
 def transformers_worker(size: str, args: argparse.Namespace) -> dict:
@@ -200,6 +227,14 @@ def summarise(result: dict, flops: float, tokens: int, peak_tflops: float | None
     }
 
 
+def print_profile(profile: dict) -> None:
+    print(f"  traced {profile['steps']} steps: ops ran {profile['busy_fraction']:.1%} of the "
+          f"time, {profile['op_ms_per_step']:.1f} ms of op time per step; by kind (ms/step): "
+          + ", ".join(f"{kind} {ms}" for kind, ms in profile["by_kind_ms_per_step"].items()))
+    for name, ms, share in profile["top_ops"][:10]:
+        print(f"    {ms:>8.2f} ms {share:>6.1%}  {name[:80]}")
+
+
 def datasheet_peak(device: str) -> float | None:
     return next((tflops for name, tflops in DATASHEET_BF16_TFLOPS if name in device), None)
 
@@ -229,6 +264,9 @@ def measure_size(size: str, args: argparse.Namespace, started: float) -> dict[st
         print(f"{name:<34} {row['step_ms']:>8.1f} {'-'.join(map(str, row['step_ms_spread'])):>13} "
               f"{row['tokens_per_s']:>9} {mfu:>6} {row['mfu_vs_matmul']:>7.1%} "
               f"{row['peak_memory_gib']:>9.2f} {row['first_step_s']:>10.1f}", flush=True)
+        if "profile" in raw:
+            row["profile"] = raw["profile"]
+            print_profile(raw["profile"])
     reference = results.get(f"transformers:{size}", {}).get("step_ms")
     for name, row in results.items():
         if reference and name.startswith("ct5x") and "step_ms" in row:

@@ -1,0 +1,103 @@
+"""Where a traced training step's time goes, from a `jax.profiler` trace: time per op and per kind.
+
+`jax.profiler.stop_trace` writes a Chrome-format `*.trace.json.gz` beside its XPlane file. On an
+accelerator the ops are the events of the `/device:...` processes (kernels on streams, named by
+kernel or HLO op); on the CPU backend they are the events of XLA's own threads (`tf_XLA...`: the
+client's, which runs a program, and the thread pool's). Their union
+over time against the traced wall time says how busy the device was; their sum by name says where
+the time went. TensorBoard's profile plugin shows the same trace interactively; this keeps the
+figures in the benchmark's JSON, so that a short device session brings them back.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+
+# Host-side bookkeeping recorded in the same trace: Python frames, dispatch, thunk and thread-pool
+# scopes and the "end:" markers of the CPU runtime.
+HOST_EVENT = re.compile(r"^(\$|end:)|Thunk|Slinky|PjRt|Pjit|ParseArguments|Handle input")
+# Control-flow ops of the CPU runtime, whose events span the ops of their bodies.
+CONTAINER_OP = re.compile(r"^(while|conditional|call)(\.\d+)?$")
+YNNPACK_KIND = "YNNPACK fusion (XLA:CPU's dots and some reductions)"
+KINDS = (
+    (YNNPACK_KIND, re.compile(r"ynn_fusion")),
+    ("matmul", re.compile(r"gemm|xmma|cutlass|cublas|dot|matmul|conv")),
+    ("reduction", re.compile(r"reduce")),
+    ("random bits", re.compile(r"rng|threefry|philox|random")),
+    ("copy/transpose", re.compile(r"copy|transpose")),
+    ("other fusion", re.compile(r"fusion")),
+)
+
+
+def op_kind(name: str) -> str:
+    return next((kind for kind, pattern in KINDS if pattern.search(name.lower())), "other")
+
+
+def op_name(event: dict) -> str:
+    """The HLO op when the trace names it (GPU kernels carry it in their arguments), without the
+    numeric suffix that tells instances of the same op apart."""
+    name = (event.get("args") or {}).get("hlo_op") or event["name"]
+    return re.sub(r"[.:]\d+$", "", name)
+
+
+def _op_events(events: list[dict]) -> list[dict]:
+    processes = {event["pid"]: event["args"]["name"] for event in events
+                 if event.get("ph") == "M" and event.get("name") == "process_name"}
+    threads = {(event["pid"], event.get("tid")): event["args"]["name"] for event in events
+               if event.get("ph") == "M" and event.get("name") == "thread_name"}
+    devices = {pid for pid, name in processes.items() if name.startswith("/device:")}
+    timed = [event for event in events if event.get("ph") == "X" and event.get("dur")]
+    if devices:
+        return [event for event in timed if event["pid"] in devices]
+    compute = {key for key, name in threads.items() if name.startswith("tf_XLA")}
+    return [event for event in timed if (event["pid"], event.get("tid")) in compute
+            and not HOST_EVENT.search(event["name"]) and not CONTAINER_OP.match(event["name"])]
+
+
+def _busy_microseconds(events: list[dict]) -> float:
+    """Length of the union of the events' intervals: time during which some op ran."""
+    busy, end = 0.0, float("-inf")
+    for event in sorted(events, key=lambda event: event["ts"]):
+        start, stop = event["ts"], event["ts"] + event["dur"]
+        if start > end:
+            busy += stop - start
+        elif stop > end:
+            busy += stop - end
+        end = max(end, stop)
+    return busy
+
+
+def summarise_trace(trace_dir: str, steps: int, wall_s: float, top: int = 15) -> dict:
+    """Per-step milliseconds by op (instances of one op together, and apart) and by kind, and the
+    fraction of `wall_s` during which some op was running."""
+    paths = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+    if not paths:
+        raise FileNotFoundError(f"{trace_dir}: no *.trace.json.gz written by jax.profiler")
+    with gzip.open(max(paths, key=os.path.getmtime)) as trace:
+        ops = _op_events(json.load(trace)["traceEvents"])
+    by_op, by_kind, by_instance = (collections.Counter() for _ in range(3))
+    for event in ops:
+        name = op_name(event)
+        by_op[name] += event["dur"]
+        by_kind[op_kind(name)] += event["dur"]
+        by_instance[(event.get("args") or {}).get("hlo_op") or event["name"]] += event["dur"]
+    total = sum(by_op.values()) or 1.0
+
+    def per_step(microseconds: float) -> float:
+        return round(microseconds / 1e3 / steps, 2)
+
+    return {
+        "steps": steps,
+        "busy_fraction": round(_busy_microseconds(ops) / 1e6 / wall_s, 3),
+        "op_ms_per_step": per_step(total),
+        "by_kind_ms_per_step": {kind: per_step(us) for kind, us in by_kind.most_common()},
+        "top_ops": [[name, per_step(us), round(us / total, 3)]
+                    for name, us in by_op.most_common(top)],
+        "top_instances": [[name, per_step(us), round(us / total, 3)]
+                          for name, us in by_instance.most_common(top)],
+    }
