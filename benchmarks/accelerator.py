@@ -21,8 +21,9 @@ Prints a table, then one JSON object on the last line. It measures; it asserts n
         [--binding "SCAN_LAYERS = True"] [--budget-s 400] [--profile-steps 3]
 
 With `--profile-steps N`, each ct5x run then traces N more steps with `jax.profiler` and reports
-how busy the device was and its op time per step by op and by kind (matmul, reduction, random
-bits, copies and transposes, other fusions); `--profile-dir` keeps the traces for TensorBoard.
+how busy the device was and its kernel time per step by kind (matmul, reduction, random bits,
+copies and transposes, other fusions), by op and by op instance; `--profile-dir` keeps the traces
+for TensorBoard.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 `jax.profiler.stop_trace` writes a Chrome-format `*.trace.json.gz` beside its XPlane file. On an
 accelerator the ops are the events of the `/device:...` processes (kernels on streams, named by
 kernel or HLO op); on the CPU backend they are the events of XLA's own threads (`tf_XLA...`: the
-client's, which runs a program, and the thread pool's). Their union
-over time against the traced wall time says how busy the device was; their sum by name says where
-the time went. TensorBoard's profile plugin shows the same trace interactively; this keeps the
-figures in the benchmark's JSON, so that a short device session brings them back.
+client's, which runs a program, and the thread pool's). Their union over time against the traced
+wall time says how busy the device was; their sum by name says where the time went. TensorBoard's
+profile plugin shows the same trace interactively; this keeps the figures in the benchmark's JSON,
+so that a short device session brings them back.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ def _op_events(events: list[dict]) -> list[dict]:
     devices = {pid for pid, name in processes.items() if name.startswith("/device:")}
     timed = [event for event in events if event.get("ph") == "X" and event.get("dur")]
     if devices:
+        # Kernels run on "Stream #..." lines (GPU) or the "XLA Ops" line (TPU); the device's
+        # other lines ("XLA Modules", "Steps") span whole programs and would count them twice.
+        lines = {key: name for key, name in threads.items() if key[0] in devices}
+        ops = ({key for key, name in lines.items() if name.startswith("Stream")}
+               or {key for key, name in lines.items() if name == "XLA Ops"})
+        if ops:
+            return [event for event in timed if (event["pid"], event.get("tid")) in ops]
         return [event for event in timed if event["pid"] in devices]
     compute = {key for key, name in threads.items() if name.startswith("tf_XLA")}
     return [event for event in timed if (event["pid"], event.get("tid")) in compute
@@ -84,7 +91,7 @@ def summarise_trace(trace_dir: str, steps: int, wall_s: float, top: int = 15) ->
     for event in ops:
         name = op_name(event)
         by_op[name] += event["dur"]
-        by_kind[op_kind(name)] += event["dur"]
+        by_kind[op_kind(f"{event['name']} {name}")] += event["dur"]  # kernel name and HLO op
         by_instance[(event.get("args") or {}).get("hlo_op") or event["name"]] += event["dur"]
     total = sum(by_op.values()) or 1.0
 

@@ -28,11 +28,15 @@ def test_device_kernels_are_summed_by_op_and_kind_and_their_union_is_the_busy_ti
     _write_trace(tmp_path, [
         {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
         {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "pid": 2, "tid": 10, "name": "thread_name", "args": {"name": "Stream #13"}},
+        {"ph": "M", "pid": 2, "tid": 11, "name": "thread_name", "args": {"name": "Stream #14"}},
+        {"ph": "M", "pid": 2, "tid": 12, "name": "thread_name", "args": {"name": "XLA Modules"}},
         {"ph": "X", "pid": 1, "tid": 7, "ts": 0, "dur": 5000, "name": "$train_step"},
+        {"ph": "X", "pid": 2, "tid": 12, "ts": 0, "dur": 2000, "name": "jit__step"},
         kernel(10, 0, 600, "sm90_xmma_gemm_bf16", "dot.1"),
         kernel(10, 600, 200, "loop_multiply_fusion", "multiply_fusion.4"),
         kernel(11, 700, 300, "input_reduce_fusion", "reduce_fusion.2"),  # overlaps by 100
-        kernel(10, 1500, 400, "sm90_xmma_gemm_bf16", "dot.7"),
+        kernel(10, 1500, 400, "cutlass_80_tensorop_bf16_gemm", "fusion.7"),
         kernel(10, 1900, 100, "rng_bit_generator", "rng-bit-generator.3"),
     ])
     summary = summarise_trace(str(tmp_path), steps=2, wall_s=0.002)
@@ -40,7 +44,7 @@ def test_device_kernels_are_summed_by_op_and_kind_and_their_union_is_the_busy_ti
     assert summary["busy_fraction"] == pytest.approx((1000 + 500) / 2000)
     assert summary["by_kind_ms_per_step"] == {"matmul": 0.5, "reduction": 0.15,
                                               "other fusion": 0.1, "random bits": 0.05}
-    assert summary["top_ops"][0] == ["dot", 0.5, 0.625]
+    assert summary["top_ops"][:2] == [["dot", 0.3, 0.375], ["fusion", 0.2, 0.25]]
     assert summary["top_instances"][0] == ["dot.1", 0.3, 0.375]
 
 
