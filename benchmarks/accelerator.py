@@ -72,27 +72,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def back_to_back(step, finish, count: int) -> tuple[float, object]:
+    """`count` steps dispatched back to back, waited for once: (seconds, the last one finished)."""
+    start = time.perf_counter()
+    for _ in range(count - 1):
+        step()
+    last = finish(step())
+    return time.perf_counter() - start, last
+
+
 def seconds_per_call(call, finish, count: int = 10) -> float:
     """One warm-up call, then `count` back-to-back calls, waited for once at the end."""
     finish(call())
-    start = time.perf_counter()
-    finish([call() for _ in range(count)][-1])
-    return (time.perf_counter() - start) / count
+    return back_to_back(call, finish, count)[0] / count
 
 
 def repeat_timed(step, finish, args: argparse.Namespace) -> dict:
     """Compilation with the first step, two warm-up steps, then the timed repetitions."""
-    start = time.perf_counter()
-    finish(step())
-    first_s = time.perf_counter() - start
-    finish([step() for _ in range(2)][-1])
+    first_s, _ = back_to_back(step, finish, 1)
+    back_to_back(step, finish, 2)
     per_step = []
     for _ in range(args.reps):
-        start = time.perf_counter()
-        for _ in range(args.steps - 1):
-            step()
-        last = finish(step())
-        per_step.append((time.perf_counter() - start) / args.steps)
+        seconds, last = back_to_back(step, finish, args.steps)
+        per_step.append(seconds / args.steps)
     return {"first_step_s": round(first_s, 2), "step_s": per_step, "loss": float(last)}
 
 
@@ -122,27 +124,26 @@ def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
         carry["state"], metrics = trainer.train_step(carry["state"], batch)
         return metrics
 
-    timing = repeat_timed(step, lambda metrics: jax.device_get(metrics["loss"]), args)
+    def finish(metrics):
+        return jax.device_get(metrics["loss"])
+
+    timing = repeat_timed(step, finish, args)
     stats = jax.local_devices()[0].memory_stats() or {}
     if args.profile_steps > 0:
-        timing["profile"] = profile_steps(step, f"ct5x_{size}_{rng_impl}", args)
+        timing["profile"] = profile_steps(step, finish, f"ct5x_{size}_{rng_impl}", args)
     return {**timing, "matmul_s": matmul_s, "device": jax.local_devices()[0].device_kind,
             "peak_memory_gib": round(stats.get("peak_bytes_in_use", 0) / 2**30, 2),
             "versions": {"jax": jax.__version__}}
 
 
-def profile_steps(step, name: str, args: argparse.Namespace) -> dict:
+def profile_steps(step, finish, name: str, args: argparse.Namespace) -> dict:
     """`--profile-steps` back-to-back steps under `jax.profiler`, summarised by op."""
     import jax
     from trace_summary import summarise_trace
 
     directory = os.path.join(args.profile_dir or tempfile.mkdtemp(), name)
     jax.profiler.start_trace(directory)
-    start = time.perf_counter()
-    for _ in range(args.profile_steps - 1):
-        step()
-    jax.device_get(step()["loss"])
-    wall_s = time.perf_counter() - start
+    wall_s, _ = back_to_back(step, finish, args.profile_steps)
     jax.profiler.stop_trace()
     return {**summarise_trace(directory, args.profile_steps, wall_s), "trace_dir": directory}
 
@@ -224,7 +225,7 @@ def summarise(result: dict, flops: float, tokens: int, peak_tflops: float | None
         "mfu_vs_matmul": round(achieved / matmul_tflops, 3),
         "mfu_vs_datasheet": round(achieved / peak_tflops, 3) if peak_tflops else None,
         **{key: result[key] for key in ("first_step_s", "loss", "peak_memory_gib", "device",
-                                         "versions")},
+                                         "versions", "profile") if key in result},
     }
 
 
@@ -265,9 +266,8 @@ def measure_size(size: str, args: argparse.Namespace, started: float) -> dict[st
         print(f"{name:<34} {row['step_ms']:>8.1f} {'-'.join(map(str, row['step_ms_spread'])):>13} "
               f"{row['tokens_per_s']:>9} {mfu:>6} {row['mfu_vs_matmul']:>7.1%} "
               f"{row['peak_memory_gib']:>9.2f} {row['first_step_s']:>10.1f}", flush=True)
-        if "profile" in raw:
-            row["profile"] = raw["profile"]
-            print_profile(raw["profile"])
+        if "profile" in row:
+            print_profile(row["profile"])
     reference = results.get(f"transformers:{size}", {}).get("step_ms")
     for name, row in results.items():
         if reference and name.startswith("ct5x") and "step_ms" in row:

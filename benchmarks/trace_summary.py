@@ -38,11 +38,14 @@ def op_kind(name: str) -> str:
     return next((kind for kind, pattern in KINDS if pattern.search(name.lower())), "other")
 
 
-def op_name(event: dict) -> str:
-    """The HLO op when the trace names it (GPU kernels carry it in their arguments), without the
-    numeric suffix that tells instances of the same op apart."""
-    name = (event.get("args") or {}).get("hlo_op") or event["name"]
-    return re.sub(r"[.:]\d+$", "", name)
+def instance_name(event: dict) -> str:
+    """The HLO op instance when the trace names it (GPU kernels carry it in their arguments)."""
+    return (event.get("args") or {}).get("hlo_op") or event["name"]
+
+
+def op_name(instance: str) -> str:
+    """Without the numeric suffix that tells instances of the same op apart."""
+    return re.sub(r"[.:]\d+$", "", instance)
 
 
 def _op_events(events: list[dict]) -> list[dict]:
@@ -89,10 +92,10 @@ def summarise_trace(trace_dir: str, steps: int, wall_s: float, top: int = 15) ->
         ops = _op_events(json.load(trace)["traceEvents"])
     by_op, by_kind, by_instance = (collections.Counter() for _ in range(3))
     for event in ops:
-        name = op_name(event)
-        by_op[name] += event["dur"]
-        by_kind[op_kind(f"{event['name']} {name}")] += event["dur"]  # kernel name and HLO op
-        by_instance[(event.get("args") or {}).get("hlo_op") or event["name"]] += event["dur"]
+        instance = instance_name(event)
+        by_instance[instance] += event["dur"]
+        by_op[op_name(instance)] += event["dur"]
+        by_kind[op_kind(f"{event['name']} {instance}")] += event["dur"]  # kernel name and HLO op
     total = sum(by_op.values()) or 1.0
 
     def per_step(microseconds: float) -> float:
