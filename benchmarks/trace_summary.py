@@ -26,7 +26,8 @@ CONTAINER_OP = re.compile(r"^(while|conditional|call)(\.\d+)?$")
 YNNPACK_KIND = "YNNPACK fusion (XLA:CPU's dots and some reductions)"
 KINDS = (
     (YNNPACK_KIND, re.compile(r"ynn_fusion")),
-    ("matmul", re.compile(r"gemm|xmma|cutlass|cublas|dot|matmul|conv")),
+    # nvjet: the GEMM kernels of cuBLAS on Hopper.
+    ("matmul", re.compile(r"gemm|xmma|cutlass|cublas|nvjet|dot|matmul|conv")),
     ("reduction", re.compile(r"reduce")),
     ("random bits", re.compile(r"rng|threefry|philox|random")),
     ("copy/transpose", re.compile(r"copy|transpose")),
@@ -90,10 +91,11 @@ def summarise_trace(trace_dir: str, steps: int, wall_s: float, top: int = 15) ->
         raise FileNotFoundError(f"{trace_dir}: no *.trace.json.gz written by jax.profiler")
     with gzip.open(max(paths, key=os.path.getmtime)) as trace:
         ops = _op_events(json.load(trace)["traceEvents"])
-    by_op, by_kind, by_instance = (collections.Counter() for _ in range(3))
+    by_op, by_kind, by_instance, by_kernel = (collections.Counter() for _ in range(4))
     for event in ops:
         instance = instance_name(event)
         by_instance[instance] += event["dur"]
+        by_kernel[event["name"]] += event["dur"]
         by_op[op_name(instance)] += event["dur"]
         by_kind[op_kind(f"{event['name']} {instance}")] += event["dur"]  # kernel name and HLO op
     total = sum(by_op.values()) or 1.0
@@ -110,4 +112,8 @@ def summarise_trace(trace_dir: str, steps: int, wall_s: float, top: int = 15) ->
                     for name, us in by_op.most_common(top)],
         "top_instances": [[name, per_step(us), round(us / total, 3)]
                           for name, us in by_instance.most_common(top)],
+        # Kernels by name: what is left to read when XLA:GPU's command buffers (CUDA graphs) wrap
+        # many ops into one `command_buffer` instance.
+        "top_kernels": [[name, per_step(us), round(us / total, 3)]
+                        for name, us in by_kernel.most_common(top)],
     }

@@ -38,14 +38,19 @@ def test_device_kernels_are_summed_by_op_and_kind_and_their_union_is_the_busy_ti
         kernel(11, 700, 300, "input_reduce_fusion", "reduce_fusion.2"),  # overlaps by 100
         kernel(10, 1500, 400, "cutlass_80_tensorop_bf16_gemm", "fusion.7"),
         kernel(10, 1900, 100, "rng_bit_generator", "rng-bit-generator.3"),
+        # Inside a CUDA graph the HLO op is the command buffer; Hopper's cuBLAS names its GEMMs
+        # nvjet.
+        kernel(11, 1000, 100, "nvjet_sm90_tst_128x128_64x6_2x1_v_bz_TNT", "command_buffer_1"),
     ])
     summary = summarise_trace(str(tmp_path), steps=2, wall_s=0.002)
-    assert summary["op_ms_per_step"] == pytest.approx(1.6 / 2)
-    assert summary["busy_fraction"] == pytest.approx((1000 + 500) / 2000)
-    assert summary["by_kind_ms_per_step"] == {"matmul": 0.5, "reduction": 0.15,
+    assert summary["op_ms_per_step"] == pytest.approx(1.7 / 2)
+    assert summary["busy_fraction"] == pytest.approx((1100 + 500) / 2000)
+    assert summary["by_kind_ms_per_step"] == {"matmul": 0.55, "reduction": 0.15,
                                               "other fusion": 0.1, "random bits": 0.05}
-    assert summary["top_ops"][:2] == [["dot", 0.3, 0.375], ["fusion", 0.2, 0.25]]
-    assert summary["top_instances"][0] == ["dot.1", 0.3, 0.375]
+    assert summary["top_ops"][:2] == [["dot", 0.3, 0.353], ["fusion", 0.2, 0.235]]
+    assert summary["top_instances"][0] == ["dot.1", 0.3, 0.353]
+    assert summary["top_kernels"][0] == ["sm90_xmma_gemm_bf16", 0.3, 0.353]
+    assert ["nvjet_sm90_tst_128x128_64x6_2x1_v_bz_TNT", 0.05, 0.059] in summary["top_kernels"]
 
 
 def test_a_cpu_trace_puts_a_large_matmul_first(tmp_path):
