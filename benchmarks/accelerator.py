@@ -215,12 +215,7 @@ def summarise(result: dict, flops: float, tokens: int, peak_tflops: float | None
     step_s = statistics.median(result["step_s"])
     matmul_tflops = 2.0 * matmul_size**3 / result["matmul_s"] / 1e12
     achieved = flops / step_s / 1e12
-    if "profile" in result:
-        # The traced wall time includes the profiler's own overhead; the timed step does not, so
-        # op time against the timed step says better how busy the device is in training.
-        profile = result["profile"]
-        profile["op_share_of_timed_step"] = round(profile["op_ms_per_step"] / step_s / 1e3, 3)
-    return {
+    row = {
         "step_ms": round(step_s * 1e3, 1),
         "step_ms_spread": [round(min(result["step_s"]) * 1e3, 1),
                            round(max(result["step_s"]) * 1e3, 1)],
@@ -230,8 +225,14 @@ def summarise(result: dict, flops: float, tokens: int, peak_tflops: float | None
         "mfu_vs_matmul": round(achieved / matmul_tflops, 3),
         "mfu_vs_datasheet": round(achieved / peak_tflops, 3) if peak_tflops else None,
         **{key: result[key] for key in ("first_step_s", "loss", "peak_memory_gib", "device",
-                                         "versions", "profile") if key in result},
+                                         "versions") if key in result},
     }
+    if "profile" in result:
+        # The traced wall time includes the profiler's own overhead; the timed step does not, so
+        # op time against the timed step says better how busy the device is in training.
+        share = round(result["profile"]["op_ms_per_step"] / step_s / 1e3, 3)
+        row["profile"] = {**result["profile"], "op_share_of_timed_step": share}
+    return row
 
 
 def print_profile(profile: dict) -> None:

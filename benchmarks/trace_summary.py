@@ -103,17 +103,17 @@ def summarise_trace(trace_dir: str, steps: int, wall_s: float, top: int = 15) ->
     def per_step(microseconds: float) -> float:
         return round(microseconds / 1e3 / steps, 2)
 
+    def ranked(counter: collections.Counter) -> list[list]:
+        return [[name, per_step(us), round(us / total, 3)] for name, us in counter.most_common(top)]
+
     return {
         "steps": steps,
         "busy_fraction": round(_busy_microseconds(ops) / 1e6 / wall_s, 3),
         "op_ms_per_step": per_step(total),
         "by_kind_ms_per_step": {kind: per_step(us) for kind, us in by_kind.most_common()},
-        "top_ops": [[name, per_step(us), round(us / total, 3)]
-                    for name, us in by_op.most_common(top)],
-        "top_instances": [[name, per_step(us), round(us / total, 3)]
-                          for name, us in by_instance.most_common(top)],
+        "top_ops": ranked(by_op),
+        "top_instances": ranked(by_instance),
         # Kernels by name: what is left to read when XLA:GPU's command buffers (CUDA graphs) wrap
         # many ops into one `command_buffer` instance.
-        "top_kernels": [[name, per_step(us), round(us / total, 3)]
-                        for name, us in by_kernel.most_common(top)],
+        "top_kernels": ranked(by_kernel),
     }
