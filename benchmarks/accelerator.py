@@ -22,8 +22,8 @@ Prints a table, then one JSON object on the last line. It measures; it asserts n
 
 With `--profile-steps N`, each ct5x run then traces N more steps with `jax.profiler` and reports
 how busy the device was and its kernel time per step by kind (matmul, reduction, random bits,
-copies and transposes, other fusions), by op and by op instance; `--profile-dir` keeps the traces
-for TensorBoard.
+copies and transposes, other fusions), by op, by op instance and by kernel name; `--profile-dir`
+keeps the traces for TensorBoard.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def summarise(result: dict, flops: float, tokens: int, peak_tflops: float | None
         "mfu_vs_matmul": round(achieved / matmul_tflops, 3),
         "mfu_vs_datasheet": round(achieved / peak_tflops, 3) if peak_tflops else None,
         **{key: result[key] for key in ("first_step_s", "loss", "peak_memory_gib", "device",
-                                         "versions") if key in result},
+                                         "versions")},
     }
     if "profile" in result:
         # The traced wall time includes the profiler's own overhead; the timed step does not, so
@@ -240,11 +240,10 @@ def print_profile(profile: dict) -> None:
           f"traced time; {profile['op_ms_per_step']:.1f} ms of op time per step, "
           f"{profile['op_share_of_timed_step']:.1%} of the timed step; by kind (ms/step): "
           + ", ".join(f"{kind} {ms}" for kind, ms in profile["by_kind_ms_per_step"].items()))
-    for name, ms, share in profile["top_ops"][:10]:
-        print(f"    {ms:>8.2f} ms {share:>6.1%}  {name[:80]}")
-    print("  by kernel:")
-    for name, ms, share in profile["top_kernels"][:10]:
-        print(f"    {ms:>8.2f} ms {share:>6.1%}  {name[:80]}")
+    for heading, key in (("by op", "top_ops"), ("by kernel", "top_kernels")):
+        print(f"  {heading}:")
+        for name, ms, share in profile[key][:10]:
+            print(f"    {ms:>8.2f} ms {share:>6.1%}  {name[:80]}")
 
 
 def datasheet_peak(device: str) -> float | None:
