@@ -9,7 +9,8 @@ warm-up timed separately and excluded:
 - training step: forward, backward and Adafactor (transformers' `Adafactor(scale_parameter=False,
   relative_step=False, warmup_init=False, lr=1e-4)` against ct5x's `hf` flavour), batch 8 x (128
   input + 32 target tokens), dropout 0.1, float32; model-FLOPs utilisation against the float32
-  matmul rate measured in the same run;
+  matmul rate measured in the same run. ct5x trains through its `Trainer` as `ct5x train` does:
+  8 steps per execution (the CPU default of STEPS_PER_EXECUTION), and apart one per execution;
 - greedy decoding and beam search with 3 and 5 beams, 32 new tokens for 8 inputs, against
   `generate(num_beams=K)`; the EOS row of the output layer is zeroed so every row runs the full
   length, and the run checks that both produced the same tokens;
@@ -18,7 +19,10 @@ warm-up timed separately and excluded:
   every step's bytes (decoder and output weights, cross-attention keys and values) at the memory
   read bandwidth, or plus steps that do only their matmuls (8 rows through every kernel).
 
-Prints a table, then one JSON object on the last line. It measures; it asserts no time.
+Each ratio is transformers' median time over ct5x's; the table also gives the range of the
+per-round ratios (the two frameworks' times from the same round), which says how far one run's
+ratio can be trusted. Prints a table, then one JSON object on the last line. It measures; it
+asserts no time.
 
     python benchmarks/bench.py [--threads N] [--reps 5] [--quick]
 """
@@ -63,10 +67,13 @@ import torch
 import transformers
 from workload import encoder_flops, random_batch, train_step_flops
 
+from ct5x import partitioning
 from ct5x.checkpoints import load_checkpoint
 from ct5x.config import T5Config
 from ct5x.models import DecodingOptions, EncoderDecoderModel, LossOptions
 from ct5x.optimizers import OptimizerSettings, make_optimizer
+from ct5x.run_settings import CPU_STEPS_PER_EXECUTION as STEPS_PER_EXECUTION
+from ct5x.trainer import Trainer
 
 SMALL = T5Config(dropout_rate=0.1)  # t5_1_1 small: d512, 6 heads, mlp 1024, 8+8 layers
 QUICK = SMALL.replace(num_encoder_layers=2, num_decoder_layers=2)
@@ -87,18 +94,27 @@ class Timing:
         return f"{min(self.times):.3f}-{max(self.times):.3f}"
 
 
-def timed(function: Callable[[], object]) -> tuple[float, object]:
+def paired_ratios(ours: Timing, theirs: Timing) -> list[float]:
+    """transformers' time over ct5x's in each round: the two ran back to back, so a slow spell of
+    the machine slows both and largely cancels, where the ratio of the medians keeps it."""
+    return sorted(t / o for o, t in zip(ours.times, theirs.times))
+
+
+def timed(function: Callable[[], object]) -> tuple[float, int]:
+    """Seconds of one call, and the steps it ran: a function returning an int ran that many."""
     start = time.perf_counter()
     result = function()
-    return time.perf_counter() - start, result
+    return time.perf_counter() - start, result if isinstance(result, int) else 1
 
 
 def interleaved(functions: dict[str, Callable[[], object]], reps: int) -> dict[str, Timing]:
-    """One warm-up call each (timed apart), then `reps` rounds calling each once, in turn."""
+    """One warm-up call each (timed apart, whole), then `reps` rounds calling each once, in
+    turn; the rounds' times are per step."""
     timings = {name: Timing(timed(function)[0]) for name, function in functions.items()}
     for _ in range(reps):
         for name, function in functions.items():
-            timings[name].times.append(timed(function)[0])
+            seconds, steps = timed(function)
+            timings[name].times.append(seconds / steps)
     return timings
 
 
@@ -163,28 +179,33 @@ def decode_bytes_per_step(config: T5Config, params) -> float:
     """Bytes a cached greedy step must read at least: the decoder's and output layer's weights
     once for the batch, and every layer's cross-attention keys and values."""
     weights = sum(x.size for x in jax.tree.leaves(params["decoder"]))
-    cross = config.num_decoder_layers * 2 * BATCH * INPUT_LENGTH * config.num_heads * config.head_dim
+    joined = config.num_heads * config.head_dim
+    cross = config.num_decoder_layers * 2 * BATCH * INPUT_LENGTH * joined
     return 4.0 * (weights + cross)
 
 
 def train_functions(config: T5Config, params, torch_model, batch):
+    """ct5x's `Trainer` (the jitted, buffer-donating step of `ct5x train`, batch transfer
+    included) one step per execution and `STEPS_PER_EXECUTION` per execution, and transformers'
+    eager step. Each function returns the number of steps it ran."""
     model = EncoderDecoderModel(config, LossOptions(z_loss=0.0))
     optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
+    trainers = {count: Trainer(model, optimizer, partitioning.make_mesh(1, jax.devices()[:1]),
+                               partitioning.standard_logical_axis_rules(), seed=0,
+                               steps_per_execution=count)
+                for count in (1, STEPS_PER_EXECUTION)}
+    states = {count: trainer.create_state(params) for count, trainer in trainers.items()}
 
-    @jax.jit
-    def train_step(params, state, batch, rng):
-        grads, _ = jax.grad(model.loss_fn, has_aux=True)(params, batch, rng)
-        updates, state = optimizer.update(grads, state, params)
-        return jax.tree.map(jnp.add, params, updates), state
-
-    carry = {"params": params, "state": optimizer.init(params), "step": 0}
-    device_batch = jax.device_put(batch)
-
-    def ct5x_step():
-        carry["step"] += 1
-        carry["params"], carry["state"] = jax.block_until_ready(train_step(
-            carry["params"], carry["state"], device_batch, jax.random.PRNGKey(carry["step"])
-        ))
+    def ct5x_steps(count: int) -> Callable[[], int]:
+        def run() -> int:
+            trainer = trainers[count]
+            if count == 1:
+                states[1], _ = trainer.train_step(states[1], batch)
+            else:
+                states[count], _ = trainer.train_steps(states[count], [batch] * count)
+            jax.block_until_ready(states[count])
+            return count
+        return run
 
     torch_model = copy.deepcopy(torch_model).train()  # the decoders keep the initial weights
     torch_optimizer = transformers.optimization.Adafactor(
@@ -197,12 +218,14 @@ def train_functions(config: T5Config, params, torch_model, batch):
         "labels": torch.from_numpy(batch["decoder_target_tokens"]).long(),
     }
 
-    def hf_step():
+    def hf_step() -> int:
         torch_optimizer.zero_grad()
         torch_model(**inputs).loss.backward()
         torch_optimizer.step()
+        return 1
 
-    return ct5x_step, hf_step
+    return {"ct5x": ct5x_steps(STEPS_PER_EXECUTION), "ct5x_one_per_execution": ct5x_steps(1),
+            "hf": hf_step}
 
 
 def decode_functions(config: T5Config, params, torch_model, batch, num_beams: int, length: int):
@@ -261,7 +284,8 @@ def main() -> None:
     reps = 2 if args.quick else max(args.reps, 5)
     decode_length = 8 if args.quick else DECODE_LENGTH
     print(f"threads: {args.threads} (cores {sorted(os.sched_getaffinity(0))}; XLA_FLAGS="
-          f"{os.environ.get('XLA_FLAGS', '')!r}; torch.get_num_threads()={torch.get_num_threads()})",
+          f"{os.environ.get('XLA_FLAGS', '')!r}; "
+          f"torch.get_num_threads()={torch.get_num_threads()})",
           file=sys.stderr)
 
     batch = random_batch(config, BATCH, INPUT_LENGTH, TARGET_LENGTH)
@@ -283,14 +307,20 @@ def main() -> None:
         result[f"hf_{key}_tokens_per_s"] = round(tokens / theirs.median, 1)
         result[f"{key}_warmup_s"] = round(ours.warmup_s, 2)
         result[f"hf_{key}_warmup_s"] = round(theirs.warmup_s, 2)
+        ratios = paired_ratios(ours, theirs)
+        result[f"{key}_paired_ratio"] = [round(statistics.median(ratios), 3),
+                                         round(ratios[0], 3), round(ratios[-1], 3)]
         rows.append((label, ours, theirs, tokens))
         print(f"done: {label}", file=sys.stderr, flush=True)
 
-    ct5x_step, hf_step = train_functions(config, params, torch_model, batch)
-    train = interleaved({"ct5x": ct5x_step, "hf": hf_step, **matmuls}, reps)
+    train = interleaved({**train_functions(config, params, torch_model, batch), **matmuls}, reps)
     jax_gflops = 2.0 * size**3 / train["jax_matmul"].median / 1e9
     torch_gflops = 2.0 * size**3 / train["torch_matmul"].median / 1e9
-    record("train", "train step (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), train)
+    record("train", f"train step (8x(128+32)), {STEPS_PER_EXECUTION}/exec",
+           BATCH * (INPUT_LENGTH + TARGET_LENGTH), train)
+    record("train_one_per_execution", "train step, 1/exec",
+           BATCH * (INPUT_LENGTH + TARGET_LENGTH),
+           {"ct5x": train["ct5x_one_per_execution"], "hf": train["hf"]})
     torch_model.eval()
     # Beside greedy decoding: the large matmul (for the encoder pass) and a step's matmuls alone.
     beside = {1: {"jax_matmul": matmuls["jax_matmul"],
@@ -322,6 +352,9 @@ def main() -> None:
     step_matmul_ceiling = BATCH * decode_length / (encoder_s + decode_length * matmul_step_s)
     result.update({
         "train_mfu": round(flops / train["ct5x"].median / (jax_gflops * 1e9), 3),
+        "train_one_per_execution_mfu": round(
+            flops / train["ct5x_one_per_execution"].median / (jax_gflops * 1e9), 3),
+        "steps_per_execution": STEPS_PER_EXECUTION,
         "hf_train_mfu": round(flops / train["hf"].median / (jax_gflops * 1e9), 3),
         "train_model_gflop": round(flops / 1e9, 1),
         "train_ceiling_tokens_per_s": round(
@@ -346,19 +379,24 @@ def main() -> None:
         "transformers": transformers.__version__,
     })
     print(f"{'measure (tokens/s, median of ' + str(reps) + ')':<34} {'ct5x':>9} {'HF':>9} "
-          f"{'ratio':>6}  {'ct5x s (spread)':>20} {'HF s (spread)':>20} {'warm-up s':>12}")
+          f"{'ratio':>6} {'per round':>10}  {'ct5x s (spread)':>20} {'HF s (spread)':>20} "
+          f"{'warm-up s':>12}")
     for label, ours, theirs, tokens in rows:
+        ratios = paired_ratios(ours, theirs)
         print(f"{label:<34} {tokens / ours.median:>9.1f} {tokens / theirs.median:>9.1f} "
-              f"{theirs.median / ours.median:>6.2f}  {ours.median:>7.3f} ({ours.spread()}) "
-              f"{theirs.median:>7.3f} ({theirs.spread()}) {ours.warmup_s:>5.1f}/{theirs.warmup_s:.1f}")
+              f"{theirs.median / ours.median:>6.2f} {ratios[0]:>4.2f}-{ratios[-1]:<4.2f}  "
+              f"{ours.median:>7.3f} ({ours.spread()}) {theirs.median:>7.3f} ({theirs.spread()}) "
+              f"{ours.warmup_s:>5.1f}/{theirs.warmup_s:.1f}")
     print(f"float32 matmul {size}^3: JAX {jax_gflops:.1f} GFLOP/s, PyTorch {torch_gflops:.1f}; "
           f"train MFU ct5x {result['train_mfu']:.1%}, HF {result['hf_train_mfu']:.1%}")
     print(f"matmul ceilings (model FLOPs at the measured rate): train "
-          f"{result['train_ceiling_tokens_per_s']:.0f} tokens/s, scoring {score_ceiling:.0f} tokens/s "
+          f"{result['train_ceiling_tokens_per_s']:.0f} tokens/s, scoring {score_ceiling:.0f} "
+          f"tokens/s "
           f"({score_ceiling / result['hf_score_tokens_per_s']:.2f}x transformers)")
     hf_decode = result["hf_decode_tokens_per_s"]
     print(f"greedy ceiling: the encoder pass at the matmul rate ({encoder_s:.3f} s), then "
-          f"{decode_length} steps each reading {step_bytes / 1e6:.0f} MB at {bandwidth / 1e9:.2f} GB/s "
+          f"{decode_length} steps each reading {step_bytes / 1e6:.0f} MB at "
+          f"{bandwidth / 1e9:.2f} GB/s "
           f"-> {decode_ceiling:.0f} tokens/s ({decode_ceiling / hf_decode:.2f}x transformers); or "
           f"steps of only their matmuls ({1e3 * matmul_step_s:.1f} ms each) -> "
           f"{step_matmul_ceiling:.0f} tokens/s ({step_matmul_ceiling / hf_decode:.2f}x); ct5x "

@@ -1,13 +1,16 @@
-"""Peak resident memory of one training step: ct5x with and without per-layer remat, and transformers.
+"""Peak resident memory of a training step: ct5x with and without per-layer remat, transformers.
 
 Each measurement runs in its own Python process (so no run inherits another's peak) at the
 t5_1_1-base shape, batch 8 x (512 input + 128 target tokens), dropout 0.1, float32, Adafactor
 (ct5x's `hf` flavour; transformers' `Adafactor(scale_parameter=False, relative_step=False)`).
 A process builds the model, runs one step (for ct5x: compiles it first) and a second step, and
 reports its `ru_maxrss` and its resident memory before the first step (weights and optimizer
-state). Takes a few minutes; prints a table and one JSON object on the last line.
+state). ct5x without remat is also measured running 8 steps per execution (one `lax.scan`, as
+`ct5x train` runs on the CPU by default), one execution. Takes several minutes; prints a table
+and one JSON object on the last line.
 
     python benchmarks/memory.py [--size base|small] [--policies none,minimal,full]
+        [--skip-steps-per-execution] [--skip-transformers]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _config(size: str, policy: str):
     return build_model([f"models/t5_1_1/{size}.gin"], [f"REMAT_POLICY = '{policy}'"]).config
 
 
-def ct5x_worker(size: str, policy: str) -> dict:
+def ct5x_worker(size: str, policy: str, steps_per_execution: int) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -53,17 +56,29 @@ def ct5x_worker(size: str, policy: str) -> dict:
     state = optimizer.init(params)
     batch = jax.device_put(random_batch(model.config, BATCH, INPUT_LENGTH, TARGET_LENGTH))
 
-    @jax.jit
-    def step(params, state, batch, rng):
+    def one_step(params, state, batch, rng):
         grads, _ = jax.grad(model.loss_fn, has_aux=True)(params, batch, rng)
         updates, state = optimizer.update(grads, state, params)
         return jax.tree.map(jnp.add, params, updates), state
 
+    @jax.jit
+    def step(params, state, batch, rng):
+        if steps_per_execution == 1:
+            return one_step(params, state, batch, rng)
+
+        def body(carry, key):
+            return one_step(*carry, batch, key), None
+
+        keys = jax.random.split(rng, steps_per_execution)
+        return jax.lax.scan(body, (params, state), keys)[0]
+
     resident = current_rss_mb()
     compiled = step.lower(params, state, batch, jax.random.PRNGKey(1)).compile()
     scratch = compiled.memory_analysis()
-    for seed in (1, 2):
-        params, state = jax.block_until_ready(compiled(params, state, batch, jax.random.PRNGKey(seed)))
+    for seed in (1, 2)[:1 if steps_per_execution > 1 else 2]:
+        params, state = jax.block_until_ready(
+            compiled(params, state, batch, jax.random.PRNGKey(seed))
+        )
     return {
         "resident_before_step_mb": round(resident, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -97,8 +112,9 @@ def hf_worker(size: str) -> dict:
     return {"resident_before_step_mb": round(resident, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def measure(size: str, framework: str, policy: str) -> dict:
-    command = [sys.executable, __file__, "--worker", framework, "--size", size, "--policies", policy]
+def measure(size: str, framework: str, policy: str, steps_per_execution: int = 1) -> dict:
+    command = [sys.executable, __file__, "--worker", framework, "--size", size,
+               "--policies", policy, "--steps-per-execution", str(steps_per_execution)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -111,25 +127,35 @@ def main() -> None:
     parser.add_argument("--size", default="base", choices=["tiny", "small", "base", "large"])
     parser.add_argument("--policies", default="none,minimal,full",
                         help="ct5x remat policies to measure, comma-separated")
+    parser.add_argument("--skip-steps-per-execution", action="store_true",
+                        help="do not measure ct5x's 8 steps per execution")
+    parser.add_argument("--skip-transformers", action="store_true",
+                        help="do not measure transformers")
     parser.add_argument("--worker", choices=["ct5x", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--steps-per-execution", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "ct5x":
-        print(json.dumps(ct5x_worker(args.size, args.policies)))
+        print(json.dumps(ct5x_worker(args.size, args.policies, args.steps_per_execution)))
         return
     if args.worker == "hf":
         print(json.dumps(hf_worker(args.size)))
         return
 
     results = {f"ct5x_remat_{p}": measure(args.size, "ct5x", p) for p in args.policies.split(",")}
-    results["transformers"] = measure(args.size, "hf", "none")
-    print(f"t5_1_1-{args.size}, batch {BATCH} x ({INPUT_LENGTH} + {TARGET_LENGTH}), one process each")
-    print(f"{'run':<22} {'peak RSS MiB':>13} {'before step MiB':>16} {'XLA temp MiB':>13}")
+    if not args.skip_steps_per_execution:
+        results["ct5x_8_steps_per_execution"] = measure(args.size, "ct5x", "none", 8)
+    if not args.skip_transformers:
+        results["transformers"] = measure(args.size, "hf", "none")
+    print(f"t5_1_1-{args.size}, batch {BATCH} x ({INPUT_LENGTH} + {TARGET_LENGTH}), "
+          "one process each")
+    print(f"{'run':<26} {'peak RSS MiB':>13} {'before step MiB':>16} {'XLA temp MiB':>13}")
     for name, figures in results.items():
         if "error" in figures:
-            print(f"{name:<22} failed: {figures['error']}")
+            print(f"{name:<26} failed: {figures['error']}")
             continue
-        print(f"{name:<22} {figures['peak_rss_mb']:>13.0f} {figures['resident_before_step_mb']:>16.0f} "
-              f"{figures.get('xla_temp_mb') or 0:>13.0f}")
+        temp = figures.get("xla_temp_mb") or 0
+        print(f"{name:<26} {figures['peak_rss_mb']:>13.0f} "
+              f"{figures['resident_before_step_mb']:>16.0f} {temp:>13.0f}")
     print(json.dumps({"size": args.size, "batch": [BATCH, INPUT_LENGTH, TARGET_LENGTH], **results}))
 
 

@@ -14,6 +14,9 @@ from ct5x.models import LossOptions
 from ct5x.optimizers import OptimizerSettings
 
 REQUIRED_MACROS = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME")
+# Steps per execution on the CPU backend when STEPS_PER_EXECUTION is None (measured on a 2-core
+# machine: 8 steps per execution took a t5_1_1-small step 8-12% faster than one).
+CPU_STEPS_PER_EXECUTION = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,8 @@ class RunSettings:
     log_period: int = 10
     num_partitions: int = 1
     num_microbatches: int = 1
+    # None: 8 on the CPU backend, 1 on accelerators (see `steps_per_execution_for`).
+    steps_per_execution: int | None = None
     model_name: str | None = None
     pack: bool = False
     # Newest checkpoints kept besides the best one.
@@ -79,6 +84,7 @@ class RunSettings:
             "TRAIN_STEPS": self.train_steps, "EPOCHS": self.epochs,
             "EVAL_PERIOD": self.eval_period, "CHECKPOINT_PERIOD": self.checkpoint_period,
             "KEEP_CHECKPOINTS": self.keep_checkpoints,
+            "STEPS_PER_EXECUTION": self.steps_per_execution,
         }
         for name, value in positive.items():
             if value is not None and not value > 0:
@@ -98,6 +104,13 @@ class RunSettings:
         if self.train_steps is not None:
             return int(self.train_steps)
         return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
+
+    def steps_per_execution_for(self, backend: str) -> int:
+        """STEPS_PER_EXECUTION, or 8 on "cpu" (XLA:CPU maps fresh scratch memory at every
+        execution: a tenth of a small model's step) and 1 elsewhere."""
+        if self.steps_per_execution is not None:
+            return int(self.steps_per_execution)
+        return CPU_STEPS_PER_EXECUTION if backend == "cpu" else 1
 
     def eval_period_for(self, train_examples: int) -> int:
         """EVAL_PERIOD, or the steps of one epoch."""

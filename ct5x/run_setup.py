@@ -186,7 +186,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
                                                      settings.parameter_partitioning_dims)
     trainer = Trainer(model, make_optimizer(settings.optimizer), mesh, rules,
                       settings.random_seed, settings.num_microbatches,
-                      make_schedule(settings.optimizer))
+                      make_schedule(settings.optimizer),
+                      settings.steps_per_execution_for(jax.default_backend()))
     directory = RunDirectory(settings.model_dir)
     state_bytes = sum(leaf.size * leaf.dtype.itemsize
                       for leaf in jax.tree.leaves(trainer.state_shapes))

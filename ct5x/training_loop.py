@@ -55,7 +55,8 @@ class Run:
 
 def _tokens(batch: dict[str, np.ndarray]) -> int:
     """Non-padding input and target tokens of a host batch."""
-    return int(np.sum(batch["encoder_input_tokens"] > 0) + np.sum(batch["decoder_loss_weights"] > 0))
+    inputs = np.sum(batch["encoder_input_tokens"] > 0)
+    return int(inputs + np.sum(batch["decoder_loss_weights"] > 0))
 
 
 def restore_or_start(run: Run, initial_params: Any) -> TrainState:
@@ -167,28 +168,33 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
     tokens, window_start = 0, time.perf_counter()
     stopped = False
     while step < run.train_steps and not stopped:
-        batch = run.stream.batch(step)
-        state, metrics = run.trainer.train_step(state, batch)
-        tokens += _tokens(batch)
-        step += 1
-        if pending is not None:
-            _check_finite(*pending)
-        pending = (step, metrics)
-        boundary = step % run.eval_period == 0 or step == run.train_steps
-        if step % run.log_period == 0 or boundary:
-            _check_finite(*pending)
-            elapsed = time.perf_counter() - window_start
-            tokens_per_s = tokens * jax.process_count() / elapsed if elapsed > 0 else 0.0
-            epoch = run.stream.epoch_of_step(step)
-            loss = float(metrics["loss"])
-            learning_rate = float(run.trainer.learning_rate(step - 1))
-            line = {"step": step, "epoch": round(epoch, 4), "loss": loss,
-                    "learning_rate": learning_rate, "tokens_per_s": round(tokens_per_s, 1),
-                    "grad_norm": float(metrics["grad_norm"])}
-            run.directory.append_metrics(line)
-            _write(run, "train", step, {k: v for k, v in line.items() if k != "step"})
-            progress.update(step, loss, tokens_per_s)
-            tokens, window_start = 0, time.perf_counter()
+        state, executed = _execute(run, state, step)
+        tokens += sum(_tokens(batch) for batch, _ in executed)
+        # Throughput since the last log line, measured when an execution has finished; log
+        # lines that fall inside one execution of several steps share its figure.
+        tokens_per_s = None
+        for _, metrics in executed:
+            step += 1
+            if pending is not None:
+                _check_finite(*pending)
+            pending = (step, metrics)
+            boundary = step % run.eval_period == 0 or step == run.train_steps
+            if step % run.log_period == 0 or boundary:
+                _check_finite(*pending)
+                if tokens_per_s is None:
+                    elapsed = time.perf_counter() - window_start
+                    tokens_per_s = tokens * jax.process_count() / elapsed if elapsed > 0 else 0.0
+                    tokens, window_start = 0, time.perf_counter()
+                epoch = run.stream.epoch_of_step(step)
+                loss = float(metrics["loss"])
+                learning_rate = float(run.trainer.learning_rate(step - 1))
+                line = {"step": step, "epoch": round(epoch, 4), "loss": loss,
+                        "learning_rate": learning_rate, "tokens_per_s": round(tokens_per_s, 1),
+                        "grad_norm": float(metrics["grad_norm"])}
+                run.directory.append_metrics(line)
+                _write(run, "train", step, {k: v for k, v in line.items() if k != "step"})
+                progress.update(step, loss, tokens_per_s)
+        # `_execute` never runs past an evaluation or a checkpoint: `state` is this step's.
         if boundary:
             stopped = _evaluate(run, state, step, run.stream.epoch_of_step(step))
             tokens, window_start = 0, time.perf_counter()
@@ -203,6 +209,29 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
         print(f"early stopping at step {step}: no better {run.selection_metric} in "
               f"{run.early_stopping_patience} evaluations", flush=True)
     return _finish(run, step)
+
+
+def _next_stop(run: Run, step: int) -> int:
+    """The first step after `step` whose state the loop needs: an evaluation, a checkpoint or
+    the last step."""
+    stops = [run.train_steps, (step // run.eval_period + 1) * run.eval_period]
+    if run.checkpoint_period:
+        stops.append((step // run.checkpoint_period + 1) * run.checkpoint_period)
+    return min(stops)
+
+
+def _execute(run: Run, state: TrainState, step: int) -> tuple[TrainState, list[tuple]]:
+    """STEPS_PER_EXECUTION steps in one execution where no evaluation, checkpoint or end falls
+    before the last of them, else one step; returns each step's (host batch, metrics)."""
+    count = run.trainer.steps_per_execution
+    if count > 1 and step + count <= _next_stop(run, step):
+        batches = [run.stream.batch(index) for index in range(step, step + count)]
+        state, stacked = run.trainer.train_steps(state, batches)
+        return state, [(batch, jax.tree.map(lambda value, i=i: value[i], stacked))
+                       for i, batch in enumerate(batches)]
+    batch = run.stream.batch(step)
+    state, metrics = run.trainer.train_step(state, batch)
+    return state, [(batch, metrics)]
 
 
 def _check_finite(step: int, metrics: dict) -> None:

@@ -155,6 +155,26 @@ def test_sigkill_and_restart_end_with_the_uninterrupted_parameters(reference_run
     assert json.loads(run_file.read_text())["best_step"] == record["best_step"]
 
 
+def test_steps_per_execution_repeat_the_one_step_run(reference_run, synthetic_inputs, tmp_path):
+    """3 steps per execution between checkpoints every 4 steps: executions of 3 steps and of one
+    alternate, and the run ends with the reference run's losses, checkpoints and parameters."""
+    reference_dir, record = reference_run
+    model_dir = tmp_path / "grouped"
+    flags = gin_flags(model_dir, *synthetic_inputs, **REFERENCE_MACROS, STEPS_PER_EXECUTION=3)
+    assert train.main(flags) == 0
+    expected, found = _losses(reference_dir), _losses(model_dir)
+    assert sorted(found) == sorted(expected) == list(range(1, 25))
+    np.testing.assert_allclose([found[s] for s in found], [expected[s] for s in found], rtol=1e-5)
+    # Log lines inside one execution share its throughput; a one-step execution has its own.
+    rates = {line["step"]: line["tokens_per_s"] for line in _metrics(model_dir) if "loss" in line}
+    assert rates[1] == rates[2] == rates[3] and rates[5] == rates[6] == rates[7]
+    assert len({rates[3], rates[4], rates[5]}) == 3
+    assert json.loads((model_dir / "run.json").read_text())["best_step"] == record["best_step"]
+    want = flatten(load_checkpoint(reference_dir / "checkpoint_24").params)
+    got = flatten(load_checkpoint(model_dir / "checkpoint_24").params)
+    assert max(float(np.max(np.abs(want[k] - got[k]))) for k in want) <= 1e-5
+
+
 MESH_SCRIPT = """
 import json, sys
 import jax

@@ -40,6 +40,7 @@ def _error_line(capsys) -> str:
         ("--gin.LEARNING_RATE=fast", "--gin.LEARNING_RATE=fast"),
         ("--gin.MIXTURE_OR_TASK_NAME='ncbi_disease_fold9'", "nearest: ncbi_disease_fold4"),
         ("--gin.TRAIN_STEPS=0", "TRAIN_STEPS=0 must be positive"),
+        ("--gin.STEPS_PER_EXECUTION=0", "STEPS_PER_EXECUTION=0 must be positive"),
         ("--gin.OPTIMIZER_FLAVOUR='adam'", "flavour='adam'"),
     ],
 )

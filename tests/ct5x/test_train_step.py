@@ -11,6 +11,7 @@ import pytest
 
 from ct5x import partitioning
 from ct5x.config import T5Config
+from ct5x.errors import UserInputError
 from ct5x.models import EncoderDecoderModel, LossOptions
 from ct5x.optimizers import OptimizerSettings, make_optimizer
 from ct5x.trainer import Trainer, _non_empty_sequences
@@ -82,3 +83,29 @@ def test_fresh_state_is_the_seeded_initialisation_placed_by_the_rules():
                                    err_msg=str(path))
         assert value.sharding.is_equivalent_to(sharding, value.ndim), path
     assert int(state.step) == 0
+
+
+def test_steps_in_one_execution_equal_steps_one_by_one():
+    """Same parameters, optimizer state and per-step metrics, dropout included (it is keyed by
+    the step count, which the scan carries)."""
+    config = CONFIG.replace(dropout_rate=0.1)
+    trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2, config)
+    params = jax.tree.map(np.asarray, EncoderDecoderModel(config).init_params(jax.random.key(0)))
+    batches = [_batch(seed=seed) for seed in range(3)]
+    one_by_one, losses = trainer.create_state(params), []
+    for batch in batches:
+        one_by_one, metrics = trainer.train_step(one_by_one, batch)
+        losses.append(float(metrics["loss"]))
+    together, stacked = trainer.train_steps(trainer.create_state(params), batches)
+    assert int(together.step) == int(one_by_one.step) == 3
+    np.testing.assert_allclose(np.asarray(stacked["loss"]), losses, rtol=1e-5)
+    assert len(set(losses)) == 3
+    for want, got in zip(jax.tree.leaves(one_by_one), jax.tree.leaves(together)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_steps_per_execution_must_be_positive():
+    mesh = partitioning.make_mesh(1, jax.devices()[:1])
+    with pytest.raises(UserInputError, match="STEPS_PER_EXECUTION=0"):
+        Trainer(EncoderDecoderModel(CONFIG), make_optimizer(OptimizerSettings()), mesh,
+                partitioning.standard_logical_axis_rules(), seed=0, steps_per_execution=0)
