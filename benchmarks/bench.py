@@ -310,7 +310,7 @@ def main() -> None:
         ratios = paired_ratios(ours, theirs)
         result[f"{key}_paired_ratio"] = [round(statistics.median(ratios), 3),
                                          round(ratios[0], 3), round(ratios[-1], 3)]
-        rows.append((label, ours, theirs, tokens))
+        rows.append((label, ours, theirs, tokens, ratios))
         print(f"done: {label}", file=sys.stderr, flush=True)
 
     train = interleaved({**train_functions(config, params, torch_model, batch), **matmuls}, reps)
@@ -381,8 +381,7 @@ def main() -> None:
     print(f"{'measure (tokens/s, median of ' + str(reps) + ')':<34} {'ct5x':>9} {'HF':>9} "
           f"{'ratio':>6} {'per round':>10}  {'ct5x s (spread)':>20} {'HF s (spread)':>20} "
           f"{'warm-up s':>12}")
-    for label, ours, theirs, tokens in rows:
-        ratios = paired_ratios(ours, theirs)
+    for label, ours, theirs, tokens, ratios in rows:
         print(f"{label:<34} {tokens / ours.median:>9.1f} {tokens / theirs.median:>9.1f} "
               f"{theirs.median / ours.median:>6.2f} {ratios[0]:>4.2f}-{ratios[-1]:<4.2f}  "
               f"{ours.median:>7.3f} ({ours.spread()}) {theirs.median:>7.3f} ({theirs.spread()}) "

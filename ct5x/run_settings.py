@@ -41,7 +41,7 @@ class RunSettings:
     log_period: int = 10
     num_partitions: int = 1
     num_microbatches: int = 1
-    # None: 8 on the CPU backend, 1 on accelerators (see `steps_per_execution_for`).
+    # None: CPU_STEPS_PER_EXECUTION on the CPU backend, 1 on accelerators.
     steps_per_execution: int | None = None
     model_name: str | None = None
     pack: bool = False
@@ -106,8 +106,8 @@ class RunSettings:
         return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
 
     def steps_per_execution_for(self, backend: str) -> int:
-        """STEPS_PER_EXECUTION, or 8 on "cpu" (XLA:CPU maps fresh scratch memory at every
-        execution: a tenth of a small model's step) and 1 elsewhere."""
+        """STEPS_PER_EXECUTION, or CPU_STEPS_PER_EXECUTION on "cpu" (XLA:CPU maps fresh scratch
+        memory at every execution: a tenth of a small model's step) and 1 elsewhere."""
         if self.steps_per_execution is not None:
             return int(self.steps_per_execution)
         return CPU_STEPS_PER_EXECUTION if backend == "cpu" else 1
