@@ -5,9 +5,10 @@ t5_1_1-base shape, batch 8 x (512 input + 128 target tokens), dropout 0.1, float
 (ct5x's `hf` flavour; transformers' `Adafactor(scale_parameter=False, relative_step=False)`).
 A process builds the model, runs one step (for ct5x: compiles it first) and a second step, and
 reports its `ru_maxrss` and its resident memory before the first step (weights and optimizer
-state). ct5x without remat is also measured running 8 steps per execution (one `lax.scan`, as
-`ct5x train` runs on the CPU by default), one execution. Takes several minutes; prints a table
-and one JSON object on the last line.
+state). ct5x trains through its `Trainer`, as `ct5x train` does (the state's buffers donated to
+the step); without remat it is also measured running 8 steps per execution (one `lax.scan`, the
+CPU default), one execution. Takes several minutes; prints a table and one JSON object on the
+last line.
 
     python benchmarks/memory.py [--size base|small] [--policies none,minimal,full]
         [--skip-steps-per-execution] [--skip-transformers]
@@ -44,41 +45,30 @@ def _config(size: str, policy: str):
 
 
 def ct5x_worker(size: str, policy: str, steps_per_execution: int) -> dict:
+    """Through the `Trainer`, as `ct5x train` runs: jitted with the state's buffers donated."""
     import jax
-    import jax.numpy as jnp
 
+    from ct5x import partitioning
     from ct5x.models import EncoderDecoderModel
     from ct5x.optimizers import OptimizerSettings, make_optimizer
+    from ct5x.trainer import Trainer
 
     model = EncoderDecoderModel(_config(size, policy))
     optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
-    params = jax.jit(model.init_params)(jax.random.PRNGKey(0))
-    state = optimizer.init(params)
-    batch = jax.device_put(random_batch(model.config, BATCH, INPUT_LENGTH, TARGET_LENGTH))
-
-    def one_step(params, state, batch, rng):
-        grads, _ = jax.grad(model.loss_fn, has_aux=True)(params, batch, rng)
-        updates, state = optimizer.update(grads, state, params)
-        return jax.tree.map(jnp.add, params, updates), state
-
-    @jax.jit
-    def step(params, state, batch, rng):
-        if steps_per_execution == 1:
-            return one_step(params, state, batch, rng)
-
-        def body(carry, key):
-            return one_step(*carry, batch, key), None
-
-        keys = jax.random.split(rng, steps_per_execution)
-        return jax.lax.scan(body, (params, state), keys)[0]
-
+    trainer = Trainer(model, optimizer, partitioning.make_mesh(1, jax.devices()[:1]),
+                      partitioning.standard_logical_axis_rules(), seed=0,
+                      steps_per_execution=steps_per_execution)
+    state = trainer.create_state(None)
+    batches = [random_batch(model.config, BATCH, INPUT_LENGTH, TARGET_LENGTH)]
+    batches *= steps_per_execution
     resident = current_rss_mb()
-    compiled = step.lower(params, state, batch, jax.random.PRNGKey(1)).compile()
-    scratch = compiled.memory_analysis()
-    for seed in (1, 2)[:1 if steps_per_execution > 1 else 2]:
-        params, state = jax.block_until_ready(
-            compiled(params, state, batch, jax.random.PRNGKey(seed))
-        )
+    scratch = trainer.lower_train(state, batches).compile().memory_analysis()
+    for _ in range(2 if steps_per_execution == 1 else 1):
+        if steps_per_execution == 1:
+            state, _ = trainer.train_step(state, batches[0])
+        else:
+            state, _ = trainer.train_steps(state, batches)
+        jax.block_until_ready(state)
     return {
         "resident_before_step_mb": round(resident, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),

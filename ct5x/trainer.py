@@ -239,13 +239,24 @@ class Trainer:
     def train_steps(self, state: TrainState, host_batches: list[Batch]
                     ) -> tuple[TrainState, dict]:
         """Consecutive steps in one execution; each metric comes back as [len(host_batches)]."""
+        with self.active():
+            return self._train_steps(state, self._stacked_global_batch(host_batches))
+
+    def _stacked_global_batch(self, host_batches: list[Batch]) -> dict[str, jax.Array]:
         for host_batch in host_batches:
             self._check_rows(host_batch)
         stacked = {key: np.stack([batch[key] for batch in host_batches])
                    for key in host_batches[0]}
+        return self.global_batch(stacked, self.stacked_batch_sharding)
+
+    def lower_train(self, state: TrainState, host_batches: list[Batch]) -> jax.stages.Lowered:
+        """The program `train_step` (one batch) or `train_steps` (several) runs on these
+        batches, lowered for inspection: its HLO, or XLA's memory analysis once compiled."""
         with self.active():
-            return self._train_steps(state, self.global_batch(stacked,
-                                                              self.stacked_batch_sharding))
+            if len(host_batches) == 1:
+                self._check_rows(host_batches[0])
+                return self._train_step.lower(state, self.global_batch(host_batches[0]))
+            return self._train_steps.lower(state, self._stacked_global_batch(host_batches))
 
     # ---- evaluation --------------------------------------------------------------------------
 

@@ -109,3 +109,28 @@ def test_steps_per_execution_must_be_positive():
     with pytest.raises(UserInputError, match="STEPS_PER_EXECUTION=0"):
         Trainer(EncoderDecoderModel(CONFIG), make_optimizer(OptimizerSettings()), mesh,
                 partitioning.standard_logical_axis_rules(), seed=0, steps_per_execution=0)
+
+
+def test_lowered_train_programs_are_the_ones_the_steps_run():
+    """One batch lowers the single step, several the scanned steps; the compiled scanned
+    program gives the state `train_steps` gives, and bad batches fail as they do there."""
+    trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2)
+    params = jax.tree.map(np.asarray, EncoderDecoderModel(CONFIG).init_params(jax.random.key(0)))
+    batches = [_batch(seed=seed) for seed in range(2)]
+    single = trainer.lower_train(trainer.create_state(params), batches[:1])
+    scanned = trainer.lower_train(trainer.create_state(params), batches)
+    rows = batches[0]["encoder_input_tokens"].shape
+    assert single.args_info[0][1]["encoder_input_tokens"].shape == rows
+    assert scanned.args_info[0][1]["encoder_input_tokens"].shape == (2, *rows)
+    assert single.compile().memory_analysis().temp_size_in_bytes > 0
+    with trainer.active():
+        stacked = trainer.global_batch(
+            {key: np.stack([b[key] for b in batches]) for key in batches[0]},
+            trainer.stacked_batch_sharding,
+        )
+        from_lowered, _ = scanned.compile()(trainer.create_state(params), stacked)
+    stepped, _ = trainer.train_steps(trainer.create_state(params), batches)
+    for want, got in zip(jax.tree.leaves(stepped), jax.tree.leaves(from_lowered)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    with pytest.raises(UserInputError, match="BATCH_SIZE=3"):
+        trainer.lower_train(trainer.create_state(params), [_batch(rows=3)])
