@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,6 +201,20 @@ class RelativePositionBiases(nn.Module):
         return row[None, :, None, :]
 
 
+@flax.struct.dataclass
+class KeyValue:
+    """Projected keys and values, [batch, heads, length, kv] each, as `project_kv` makes them.
+
+    With `keys_transposed` the keys are [batch, heads, kv, length]: the layout in which a few
+    queries per example (beams) read precomputed cross-attention keys fastest on XLA:CPU. The
+    flag is static, so the attention product is chosen while tracing.
+    """
+
+    key: jax.Array
+    value: jax.Array
+    keys_transposed: bool = flax.struct.field(pytree_node=False, default=False)
+
+
 class MultiHeadAttention(nn.Module):
     """T5 attention: no 1/sqrt(head_dim) (folded into the query init), float32 logits and softmax."""
 
@@ -220,15 +235,12 @@ class MultiHeadAttention(nn.Module):
         projected = projected.reshape(*projected.shape[:-1], self.num_heads, self.head_dim)
         return nn.with_logical_constraint(projected, ("batch", "length", "heads", "kv"))
 
-    def project_kv(
-        self, inputs_kv: jax.Array, keys_transposed: bool = False
-    ) -> tuple[jax.Array, jax.Array]:
-        """[batch, length, embed] -> key and value [batch, heads, length, kv].
+    def project_kv(self, inputs_kv: jax.Array, keys_transposed: bool = False) -> KeyValue:
+        """[batch, length, embed] -> key and value [batch, heads, length, kv] (the key
+        [batch, heads, kv, length] with `keys_transposed`).
 
         Heads come before length so that cached keys and values are already in the layout the
-        attention products read: decoding then never transposes them once per step. With
-        `keys_transposed` the key is [batch, heads, kv, length], the layout in which a few
-        queries per example (beams) read precomputed cross-attention keys fastest on XLA:CPU.
+        attention products read: decoding then never transposes them once per step.
         """
 
         def heads_first(projected: jax.Array) -> jax.Array:
@@ -240,27 +252,24 @@ class MultiHeadAttention(nn.Module):
             key = nn.with_logical_constraint(
                 jnp.swapaxes(key, 2, 3), ("batch", "heads", "kv", "length")
             )
-        return key, heads_first(self.value(inputs_kv))
+        return KeyValue(key, heads_first(self.value(inputs_kv)), keys_transposed)
 
     def __call__(
         self,
         inputs_q: jax.Array,
-        key: jax.Array,
-        value: jax.Array,
+        key_value: KeyValue,
         bias: jax.Array | None,
         dropout_key: jax.Array | None,
-        keys_transposed: bool = False,
     ) -> jax.Array:
-        """Attends [batch, q_len, embed] queries to [batch, heads, k_len, kv] keys and values
-        (keys [batch, heads, kv, k_len] with `keys_transposed`, as `project_kv` makes them).
+        """Attends [batch, q_len, embed] queries to `key_value` (`project_kv`'s layout).
 
         `bias` broadcasts to [batch, heads, q_len, k_len]: relative positions plus the mask.
         """
         query = self._split_heads(self.query(inputs_q))
         logits = jnp.einsum(
-            "bqhd,bhdk->bhqk" if keys_transposed else "bqhd,bhkd->bhqk",
+            "bqhd,bhdk->bhqk" if key_value.keys_transposed else "bqhd,bhkd->bhqk",
             query.astype(jnp.float32),
-            key.astype(jnp.float32),
+            key_value.key.astype(jnp.float32),
         )
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
@@ -269,7 +278,7 @@ class MultiHeadAttention(nn.Module):
         # [b, h, q, d] then a transpose: XLA:CPU lowers the einsum straight to [b, q, h, d] as a
         # transposed batched dot, up to 10x slower alone for a few queries (beams) per example.
         context = jax.lax.dot_general(
-            weights, value.astype(self.dtype), (((3,), (2,)), ((0, 1), (0, 1)))
+            weights, key_value.value.astype(self.dtype), (((3,), (2,)), ((0, 1), (0, 1)))
         )
         context = jnp.swapaxes(context, 1, 2)
         context = context.reshape(*context.shape[:2], self.num_heads * self.head_dim)

@@ -160,7 +160,7 @@ class EncoderDecoderModel:
 
         def tokens_to_logits(tokens, step, cache):
             return self.module.apply(
-                variables, tokens, step, cache, cross_kv, encoder_mask, keys_transposed,
+                variables, tokens, step, cache, cross_kv, encoder_mask,
                 method=Transformer.decode_step,
             )
 

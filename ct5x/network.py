@@ -24,6 +24,7 @@ from ct5x.layers import (
     MASK_VALUE,
     Dense,
     Embed,
+    KeyValue,
     LayerNorm,
     MlpBlock,
     MultiHeadAttention,
@@ -33,7 +34,6 @@ from ct5x.layers import (
 )
 
 Cache = dict[str, dict[str, jax.Array]]
-KeyValue = tuple[jax.Array, jax.Array]
 
 REMAT_POLICIES = {
     # Recompute everything in the backward pass except the layer's inputs.
@@ -93,7 +93,7 @@ class EncoderLayer(nn.Module):
     def __call__(self, x: jax.Array, bias: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
         keys = split_key(dropout_key, 4)
         y = self.pre_attention_layer_norm(x)
-        y = self.attention(y, *self.attention.project_kv(y), bias, keys[0])
+        y = self.attention(y, self.attention.project_kv(y), bias, keys[0])
         x = x + _hidden_dropout(self.config, y, keys[1])
         y = self.mlp(self.pre_mlp_layer_norm(x), keys[2])
         x = x + _hidden_dropout(self.config, y, keys[3])
@@ -106,7 +106,6 @@ def _attend_per_example(
     key_value: KeyValue,
     bias: jax.Array,
     dropout_key: jax.Array | None,
-    keys_transposed: bool,
 ) -> jax.Array:
     """Cross-attention when the decoder holds several rows (beams) per encoded example.
 
@@ -115,12 +114,12 @@ def _attend_per_example(
     bytes every step), the K beams of an example attend as K queries of that one example:
     [b*K, 1, embed] -> [b, K, embed] -> back. Row b*K + k is beam k of example b.
     """
-    rows, examples = queries.shape[0], key_value[0].shape[0]
+    rows, examples = queries.shape[0], key_value.key.shape[0]
     if rows == examples:
-        return attention(queries, *key_value, bias, dropout_key, keys_transposed)
+        return attention(queries, key_value, bias, dropout_key)
     beams = rows // examples
     per_example = queries.reshape(examples, beams * queries.shape[1], queries.shape[2])
-    attended = attention(per_example, *key_value, bias, dropout_key, keys_transposed)
+    attended = attention(per_example, key_value, bias, dropout_key)
     return attended.reshape(queries.shape)
 
 
@@ -145,22 +144,18 @@ class DecoderLayer(nn.Module):
         dropout_key: jax.Array | None,
         self_kv: KeyValue | None = None,
         cross_kv: KeyValue | None = None,
-        cross_keys_transposed: bool = False,
     ) -> jax.Array:
         """`self_kv` None attends to `x` itself, `cross_kv` None projects `encoded`; otherwise
-        the given (cached, precomputed) keys and values are used, the cross-attention keys
-        [batch, heads, kv, length] if `cross_keys_transposed`."""
+        the given (cached, precomputed) keys and values are used."""
         keys = split_key(dropout_key, 6)
         y = self.pre_self_attention_layer_norm(x)
-        key, value = self.self_attention.project_kv(y) if self_kv is None else self_kv
-        y = self.self_attention(y, key, value, self_bias, keys[0])
+        self_kv = self.self_attention.project_kv(y) if self_kv is None else self_kv
+        y = self.self_attention(y, self_kv, self_bias, keys[0])
         x = x + _hidden_dropout(self.config, y, keys[1])
         y = self.pre_cross_attention_layer_norm(x)
         if cross_kv is None:
-            cross_kv = self.encoder_decoder_attention.project_kv(encoded, cross_keys_transposed)
-        y = _attend_per_example(
-            self.encoder_decoder_attention, y, cross_kv, cross_bias, keys[2], cross_keys_transposed
-        )
+            cross_kv = self.encoder_decoder_attention.project_kv(encoded)
+        y = _attend_per_example(self.encoder_decoder_attention, y, cross_kv, cross_bias, keys[2])
         x = x + _hidden_dropout(self.config, y, keys[3])
         y = self.mlp(self.pre_mlp_layer_norm(x), keys[4])
         x = x + _hidden_dropout(self.config, y, keys[5])
@@ -299,13 +294,11 @@ class Decoder(nn.Module):
         cache: Cache,
         cross_kv: list[KeyValue],
         encoder_mask: jax.Array,
-        cross_keys_transposed: bool = False,
     ) -> tuple[jax.Array, Cache]:
         """One token per row at `position`: [rows] ids -> logits [rows, vocab] and the new cache.
 
         `cross_kv` and `encoder_mask` hold one row per example; `rows` may be a multiple of that
         (beams, example-major), and each example's rows then attend to its keys together.
-        `cross_keys_transposed` says how `cross_kv` was made (see `precompute_cross_attention`).
         """
         x = self.shared_embedding(tokens[:, None])
         max_length = next(iter(cache.values()))["key"].shape[2]
@@ -315,11 +308,11 @@ class Decoder(nn.Module):
         new_cache = {}
         for i, (layer, kv) in enumerate(zip(self.layers, cross_kv)):
             entry = cache[f"layers_{i}"]
-            key, value = layer.step_self_kv(x)
-            key = jax.lax.dynamic_update_slice_in_dim(entry["key"], key, position, axis=2)
-            value = jax.lax.dynamic_update_slice_in_dim(entry["value"], value, position, axis=2)
+            new = layer.step_self_kv(x)
+            key = jax.lax.dynamic_update_slice_in_dim(entry["key"], new.key, position, axis=2)
+            value = jax.lax.dynamic_update_slice_in_dim(entry["value"], new.value, position, axis=2)
             new_cache[f"layers_{i}"] = {"key": key, "value": value}
-            x = layer(x, self_bias, None, cross_bias, None, (key, value), kv, cross_keys_transposed)
+            x = layer(x, self_bias, None, cross_bias, None, KeyValue(key, value), kv)
         return self._logits(x, None)[:, 0], new_cache
 
 
@@ -395,11 +388,8 @@ class Transformer(nn.Module):
         cache: Cache,
         cross_kv: list[KeyValue],
         encoder_mask: jax.Array,
-        cross_keys_transposed: bool = False,
     ) -> tuple[jax.Array, Cache]:
-        return self.decoder.decode_step(
-            tokens, position, cache, cross_kv, encoder_mask, cross_keys_transposed
-        )
+        return self.decoder.decode_step(tokens, position, cache, cross_kv, encoder_mask)
 
     def init_cache(self, rows: int, max_length: int) -> Cache:
         """Zeroed self-attention keys and values, [rows, heads, max_length, kv] per layer."""

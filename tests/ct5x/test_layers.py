@@ -87,7 +87,7 @@ def test_bfloat16_attention_keeps_logits_and_softmax_in_float32():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 8), jnp.bfloat16)
 
     def self_attend(module, x):
-        return module(x, *module.project_kv(x), None, None)
+        return module(x, module.project_kv(x), None, None)
 
     def run(variables, x):
         return attention.apply(variables, x, method=self_attend)

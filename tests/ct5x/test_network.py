@@ -228,13 +228,12 @@ def test_decode_step_with_beams_reads_one_row_of_cross_attention_per_example(
     cache = module.apply(variables, 3 * beams, 6, method=Transformer.init_cache)
     tokens = jnp.asarray(random_tokens(np.random.default_rng(6), 1, 3 * beams)[0])
 
-    def step(kv, mask, transposed=False):
+    def step(kv, mask):
         return module.apply(
-            variables, tokens, jnp.int32(0), cache, kv, mask, transposed,
-            method=Transformer.decode_step,
+            variables, tokens, jnp.int32(0), cache, kv, mask, method=Transformer.decode_step
         )
 
-    shared, _ = step(shared_kv, encoder_tokens > 0, keys_transposed)
+    shared, _ = step(shared_kv, encoder_tokens > 0)
     copied, _ = step(*expand_to_beams((cross_kv, encoder_tokens > 0), beams))
     assert shared.shape == (3 * beams, checkpoint.config.vocab_size)
     np.testing.assert_allclose(np.asarray(shared), np.asarray(copied), rtol=1e-5, atol=1e-5)
