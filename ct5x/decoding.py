@@ -43,13 +43,6 @@ LENGTH_PENALTY_STYLES = ("hf", "t5x")
 DEFAULT_ALPHA = {"hf": 1.0, "t5x": 0.6}
 
 
-def expand_to_beams(tree: PyTree, num_beams: int) -> PyTree:
-    """Repeat every leaf's leading axis: row b -> rows b*K .. b*K+K-1 (scalars are left alone)."""
-    return jax.tree_util.tree_map(
-        lambda x: jnp.repeat(x, num_beams, axis=0) if jnp.ndim(x) else x, tree
-    )
-
-
 def _gather_rows(tree: PyTree, rows: jax.Array) -> PyTree:
     """Reorder every leaf of rank >= 1 along its leading axis by `rows` [N]."""
     return jax.tree_util.tree_map(lambda x: jnp.take(x, rows, axis=0) if jnp.ndim(x) else x, tree)

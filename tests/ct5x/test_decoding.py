@@ -371,13 +371,6 @@ def test_first_argmax_equals_argmax_with_ties_and_nan():
     np.testing.assert_array_equal(got, jnp.argmax(jnp.asarray(x), axis=-1))
 
 
-def test_expand_to_beams_repeats_rows_and_leaves_scalars():
-    tree = {"k": jnp.arange(6).reshape(3, 2), "index": jnp.int32(4)}
-    expanded = decoding.expand_to_beams(tree, 2)
-    np.testing.assert_array_equal(expanded["k"][:, 0], [0, 0, 2, 2, 4, 4])
-    assert expanded["index"] == 4
-
-
 def test_bad_settings_raise_user_input_error():
     table = np.zeros((3, 6, 6))
     with pytest.raises(UserInputError, match="length_penalty_style"):

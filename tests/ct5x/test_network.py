@@ -211,9 +211,7 @@ def test_decode_step_with_beams_reads_one_row_of_cross_attention_per_example(
     make_hf_t5, keys_transposed
 ):
     """Beams attend to their example's keys and values without copies, in either key layout:
-    same logits as per-beam copies."""
-    from ct5x.decoding import expand_to_beams
-
+    same logits as per-beam copies (T5X's and transformers' way: each row repeated K times)."""
     checkpoint = load_checkpoint(make_hf_t5(seed=9))
     module = Transformer(checkpoint.config)
     variables = {"params": checkpoint.params}
@@ -234,6 +232,9 @@ def test_decode_step_with_beams_reads_one_row_of_cross_attention_per_example(
         )
 
     shared, _ = step(shared_kv, encoder_tokens > 0)
-    copied, _ = step(*expand_to_beams((cross_kv, encoder_tokens > 0), beams))
+    per_beam_copies = jax.tree.map(
+        lambda x: jnp.repeat(x, beams, axis=0), (cross_kv, encoder_tokens > 0)
+    )
+    copied, _ = step(*per_beam_copies)
     assert shared.shape == (3 * beams, checkpoint.config.vocab_size)
     np.testing.assert_allclose(np.asarray(shared), np.asarray(copied), rtol=1e-5, atol=1e-5)
