@@ -23,7 +23,7 @@ $(VENV)/.installed-test: setup.py $(BIN)/activate
 demo: $(VENV)/.installed
 	$(BIN)/python -m ct5x.demo --workdir demo_output
 
-RUFF := $(BIN)/ruff check --line-length 100 --config "lint.isort.known-first-party=['ct5x','ct5x_tasks']" --config "lint.isort.known-third-party=['gin']"
+RUFF := $(BIN)/ruff check --line-length 100 --extend-select E501 --config "lint.isort.known-first-party=['ct5x','ct5x_tasks']" --config "lint.isort.known-third-party=['gin']"
 
 test: $(VENV)/.installed-test
 	$(RUFF) ct5x tasks tests benchmarks

@@ -54,7 +54,8 @@ class T5Config:
     def __post_init__(self) -> None:
         if self.mlp_activations not in (("relu",), ("gelu", "linear")):
             raise UserInputError(
-                f"mlp_activations={self.mlp_activations!r}: expected ('relu',) or ('gelu', 'linear')"
+                f"mlp_activations={self.mlp_activations!r}: "
+                "expected ('relu',) or ('gelu', 'linear')"
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise UserInputError(f"dtype={self.dtype!r}: expected 'float32' or 'bfloat16'")

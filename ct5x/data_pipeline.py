@@ -110,7 +110,7 @@ def convert(examples: list[dict], feature_lengths: Mapping[str, int], pack: bool
             "decoder_loss_weights": (targets > 0).astype(np.int32),
         }
     tokens = [
-        {"inputs": example["inputs"].astype(np.int32), "targets": example["targets"].astype(np.int32)}
+        {key: example[key].astype(np.int32) for key in ("inputs", "targets")}
         for example in examples
     ]
     converter = seqio.EncDecFeatureConverter(pack=True)

@@ -231,8 +231,8 @@ def summarise(report: dict, baseline: dict, metric: str) -> dict:
 def print_summary(summary: dict) -> None:
     metric = summary["metric"]
     folds = len(next(iter(summary["models"].values()))["folds"])
-    print(f"\nTest {metric} over {folds} folds (tiny models, synthetic or small data: this shows the "
-          "pipeline, not what real clinical T5s do):")
+    print(f"\nTest {metric} over {folds} folds (tiny models, synthetic or small data: this shows "
+          "the pipeline, not what real clinical T5s do):")
     for name, cell in summary["models"].items():
         low, high = cell["t_interval"] or (float("nan"), float("nan"))
         print(f"  {name:<10} {cell['mean']:.3f}  (95% t interval {low:.3f}-{high:.3f})")

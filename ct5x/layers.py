@@ -77,7 +77,8 @@ class LayerNorm(nn.Module):
             "scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],)
         )
         x32 = x.astype(jnp.float32)
-        normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        mean_square = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        normed = x32 * jax.lax.rsqrt(mean_square + self.epsilon)
         return (normed * scale).astype(self.dtype)
 
 
@@ -216,7 +217,8 @@ class KeyValue:
 
 
 class MultiHeadAttention(nn.Module):
-    """T5 attention: no 1/sqrt(head_dim) (folded into the query init), float32 logits and softmax."""
+    """T5 attention: no 1/sqrt(head_dim) (folded into the query init), float32 logits and
+    softmax."""
 
     num_heads: int
     head_dim: int
@@ -295,7 +297,8 @@ class MlpBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
-        names = ["wi"] if len(self.activations) == 1 else [f"wi_{i}" for i in range(len(self.activations))]
+        count = len(self.activations)
+        names = ["wi"] if count == 1 else [f"wi_{i}" for i in range(count)]
         hidden = None
         for name, activation in zip(names, self.activations):
             branch = Dense(self.mlp_dim, ("embed", "mlp"), 1.0, self.dtype, name=name)(x)

@@ -34,7 +34,9 @@ def cross_entropy_with_z_loss(
     # [batch, length]: -sum_v q_v log p_v with log p = logits - log_z
     token_loss = log_z - jnp.sum(soft_targets * logits, axis=-1)
     if label_smoothing > 0:
-        entropy = -(confidence * jnp.log(confidence) + (vocab_size - 1) * low * jnp.log(low + 1e-20))
+        entropy = -(
+            confidence * jnp.log(confidence) + (vocab_size - 1) * low * jnp.log(low + 1e-20)
+        )
         token_loss = token_loss - entropy
     z_term = z_loss * jnp.square(log_z)
     return token_loss + z_term, z_term

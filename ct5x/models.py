@@ -40,7 +40,9 @@ class DecodingOptions:
         if self.num_beams < 1:
             raise UserInputError(f"--beams={self.num_beams}: must be at least 1")
         if self.max_decode_length < 1:
-            raise UserInputError(f"--max-decode-length={self.max_decode_length}: must be at least 1")
+            raise UserInputError(
+                f"--max-decode-length={self.max_decode_length}: must be at least 1"
+            )
         if self.length_penalty_style not in ("hf", "t5x"):
             raise UserInputError(
                 f"--length-penalty-style={self.length_penalty_style!r}: expected 'hf' or 't5x'"

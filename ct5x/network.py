@@ -48,7 +48,8 @@ def _dtype(config: T5Config) -> jnp.dtype:
 
 
 def attention_mask_bias(key_mask: jax.Array, same_segment: jax.Array | None = None) -> jax.Array:
-    """[batch, k_len] keep-mask (and optional [batch, q_len, k_len]) -> bias [batch, 1, q|1, k_len]."""
+    """[batch, k_len] keep-mask (and optional [batch, q_len, k_len]) -> bias
+    [batch, 1, q|1, k_len]."""
     keep = key_mask[:, None, None, :]
     if same_segment is not None:
         keep = jnp.logical_and(keep, same_segment[:, None, :, :])

@@ -81,7 +81,8 @@ def mesh_and_rules(mesh: Mesh, rules: LogicalRules) -> Iterator[None]:
 
 
 def make_mesh(num_partitions: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
-    """A ("data", "model") mesh: `num_partitions` devices per model replica, the rest data-parallel."""
+    """A ("data", "model") mesh: `num_partitions` devices per model replica, the rest
+    data-parallel."""
     devices = list(jax.devices() if devices is None else devices)
     if num_partitions < 1 or len(devices) % num_partitions:
         raise UserInputError(

@@ -1,8 +1,9 @@
 """Builds a run from its settings: network, initial parameters, vocabulary, mesh, data, run.json.
 
 When INITIAL_CHECKPOINT_PATH is a Hugging Face or T5X directory, the network configuration and the
-vocabulary come from it, unless a model gin file (the MODEL macro) or VOCABULARY_PATH says otherwise;
-a model whose shapes do not fit the checkpoint is refused with the mismatched parameters listed.
+vocabulary come from it, unless a model gin file (the MODEL macro) or VOCABULARY_PATH says
+otherwise; a model whose shapes do not fit the checkpoint is refused with the mismatched parameters
+listed.
 """
 
 from __future__ import annotations

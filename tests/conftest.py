@@ -47,18 +47,21 @@ def spm_model_path(tmp_path_factory) -> str:
 
 
 TINY_T5_1_1 = {
-    "vocab_size": 96, "d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 2, "num_decoder_layers": 3, "num_heads": 3,
+    "vocab_size": 96, "d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 2,
+    "num_decoder_layers": 3, "num_heads": 3,
     "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
 }
 TINY_T5_1_0 = {
-    "vocab_size": 96, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 2,
+    "vocab_size": 96, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2,
+    "num_decoder_layers": 2, "num_heads": 2,
     "feed_forward_proj": "relu", "tie_word_embeddings": True,
 }
 
 
 @pytest.fixture(scope="session")
 def make_hf_t5(tmp_path_factory, spm_model_path):
-    """Factory: a random transformers T5 saved with `save_pretrained`, plus the test spiece.model."""
+    """Factory: a random transformers T5 saved with `save_pretrained`, plus the test
+    spiece.model."""
     import shutil
 
     import torch

@@ -35,7 +35,8 @@ class GinFlagParser(argparse.ArgumentParser):
 
 
 def _add_experiment(parser: argparse.ArgumentParser, only: bool = True) -> None:
-    parser.add_argument("experiment", help="experiment gin file, e.g. gin/experiments/in_domain.gin")
+    parser.add_argument("experiment",
+                        help="experiment gin file, e.g. gin/experiments/in_domain.gin")
     if only:
         parser.add_argument("--only", help="glob over task, model or MODEL_DIR, e.g. '*mednli*'")
 

@@ -243,7 +243,8 @@ def expand(experiment: Experiment) -> list[Run]:
     """Every run of the grid, in the order the runner starts them (folds innermost)."""
     runs = []
     for setting in experiment.settings:
-        models = [m for m in experiment.models if setting.models is None or m.name in setting.models]
+        models = [m for m in experiment.models
+                  if setting.models is None or m.name in setting.models]
         for model in models:
             for base in setting.tasks:
                 for site in setting.sites:

@@ -51,7 +51,9 @@ def encode(hf_dir, texts):
 
 
 @pytest.mark.parametrize("beams", [1, 2])
-def test_predict_matches_generate_and_ignores_batch_size(hf_dir, torch_model, inputs_file, tmp_path, beams):
+def test_predict_matches_generate_and_ignores_batch_size(
+    hf_dir, torch_model, inputs_file, tmp_path, beams
+):
     outputs = []
     for batch_size in (1, 3):
         out = tmp_path / f"out{batch_size}.jsonl"
@@ -116,8 +118,8 @@ def test_score_matches_transformers(hf_dir, torch_model, inputs_file, tmp_path):
     for row, record in enumerate(records):
         target = torch.tensor([processor.encode(record["targets"]) + [1]])
         with torch.no_grad():
-            loss = torch_model(input_ids=torch.from_numpy(inputs[row : row + 1][:, inputs[row] > 0]),
-                               labels=target).loss.item()
+            input_ids = torch.from_numpy(inputs[row : row + 1][:, inputs[row] > 0])
+            loss = torch_model(input_ids=input_ids, labels=target).loss.item()
         assert abs(record["log_likelihood"] - (-loss * target.shape[1])) < 1e-4
 
 

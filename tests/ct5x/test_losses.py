@@ -129,7 +129,8 @@ def test_packing_leaves_the_model_loss_unchanged():
     from ct5x.models import EncoderDecoderModel, LossOptions
 
     rng = np.random.default_rng(4)
-    examples = [(rng.integers(2, 60, n), rng.integers(2, 60, m)) for n, m in ((5, 3), (4, 2), (6, 4))]
+    lengths = ((5, 3), (4, 2), (6, 4))
+    examples = [(rng.integers(2, 60, n), rng.integers(2, 60, m)) for n, m in lengths]
 
     def batch(rows, input_length, target_length):
         out = {name: np.zeros((len(rows), length), np.int32) for name, length in (

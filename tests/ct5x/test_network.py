@@ -114,7 +114,8 @@ def test_remat_and_scan_give_the_same_loss_and_gradients(make_hf_t5):
     (loss, grads), (other_key_loss, _) = _loss_and_grads(
         config, checkpoint.params, batch, key, jax.random.PRNGKey(4)
     )
-    assert abs(loss - other_key_loss) > 1e-3  # dropout is on: every variant must draw the same masks
+    # Dropout is on: every variant must draw the same masks.
+    assert abs(loss - other_key_loss) > 1e-3
     scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads))
     for policy, scan in (("minimal", False), ("none", True), ("full", True)):
         [(other_loss, other_grads)] = _loss_and_grads(
@@ -180,7 +181,9 @@ def test_bfloat16_logits_are_float32_and_close(make_hf_t5):
     rng = np.random.default_rng(4)
     encoder_tokens, decoder_inputs = random_tokens(rng, 2, 16), random_tokens(rng, 2, 6)
     half = Transformer(checkpoint.config.replace(dtype="bfloat16"))
-    jaxpr = jax.make_jaxpr(half.apply)({"params": checkpoint.params}, encoder_tokens, decoder_inputs)
+    jaxpr = jax.make_jaxpr(half.apply)(
+        {"params": checkpoint.params}, encoder_tokens, decoder_inputs
+    )
     vocab = checkpoint.config.vocab_size
     logit_dots = [
         eqn for eqn in _all_equations(jaxpr.jaxpr)

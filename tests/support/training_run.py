@@ -19,7 +19,8 @@ DISEASES = ["diabetes", "hypertension", "cancer", "tumour", "syndrome", "deficie
 
 
 def synthetic_ncbi_lines(count: int, seed: int) -> list[str]:
-    """`sentence TAB target` lines in the BLURB form: disease words wrapped `disease* .. *disease`."""
+    """`sentence TAB target` lines in the BLURB form: disease words wrapped
+    `disease* .. *disease`."""
     rng = random.Random(seed)
     lines = []
     for sentence in synthetic_sentences(count, seed):

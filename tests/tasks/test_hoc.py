@@ -71,7 +71,8 @@ def test_blurb_as_scifive_distributes_it(data_root):
     with pytest.raises(UserInputError, match=r"dev\.tsv:1: label ids outside 0-10"):
         hoc.load_blurb(data_root / "hoc")
     (folder / "dev.tsv").write_text("Third .\t5|7\nA stray\ttab\t2\n")
-    with pytest.raises(UserInputError, match=r"dev\.tsv:2: expected 2 tab-separated columns, found 3"):
+    expected = r"dev\.tsv:2: expected 2 tab-separated columns, found 3"
+    with pytest.raises(UserInputError, match=expected):
         hoc.load_blurb(data_root / "hoc")
 
 

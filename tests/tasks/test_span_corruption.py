@@ -30,7 +30,8 @@ def notes_dir(tmp_path_factory, spm_model_path):
     folder.mkdir()
     for index in range(30):
         (folder / f"note{index:03d}.txt").write_text(" ".join(synthetic_sentences(12, seed=index)))
-    lines = [json.dumps({"text": " ".join(synthetic_sentences(6, seed=100 + i))}) for i in range(15)]
+    lines = [json.dumps({"text": " ".join(synthetic_sentences(6, seed=100 + i))})
+             for i in range(15)]
     (folder / "more.jsonl").write_text("\n".join(lines) + "\n")
     ct5x_tasks.set_vocabulary_path(spm_model_path, extra_ids=EXTRA_IDS)
     with pytest.MonkeyPatch.context() as patch:

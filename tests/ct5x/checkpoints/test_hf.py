@@ -253,7 +253,8 @@ def test_untied_config_without_lm_head_is_an_error(hf_dirs, tmp_path, copy_witho
     directory = copy_without_weights(hf_dirs["t5_1_1"], tmp_path / "untied")
     assert json.loads((directory / "config.json").read_text())["tie_word_embeddings"] is False
     model, _ = _from_pretrained(hf_dirs["t5_1_1"])
-    state = {name: tensor for name, tensor in model.state_dict().items() if name != "lm_head.weight"}
+    state = {name: tensor for name, tensor in model.state_dict().items()
+             if name != "lm_head.weight"}
     if weights_file == "model.safetensors":
         save_file({k: v.numpy() for k, v in state.items()}, directory / weights_file,
                   metadata={"format": "pt"})

@@ -41,7 +41,8 @@ def test_prompts_deid_batch_sizes_and_rates(plans):
     assert all(run.model == "MIMIC-T5" for run in in_domain if "_deid" in run.task)
     assert all(run.batch_size == 64 and run.learning_rate == 1e-4 for run in in_domain)
     low = plans["low_resource"]
-    assert {run.batch_size for run in low if run.fraction == 0.01 and run.setting == "stigma"} == {4}
+    stigma_one_percent = [run for run in low if run.fraction == 0.01 and run.setting == "stigma"]
+    assert {run.batch_size for run in stigma_one_percent} == {4}
     assert {run.batch_size for run in low if run.fraction in (0.05, 0.25)} == {16}
     assert {run.batch_size for run in low if run.setting == "mednli"} == {64}
     assert {run.learning_rate for run in low if run.setting == "mednli"} == {5e-3, 1e-3, 5e-4, 1e-4}
