@@ -6,7 +6,7 @@ t5_1_1-base shape, batch 8 x (512 input + 128 target tokens), dropout 0.1, float
 A process builds the model, runs one step (for ct5x: compiles it first) and a second step, and
 reports its `ru_maxrss` and its resident memory before the first step (weights and optimizer
 state). ct5x trains through its `Trainer`, as `ct5x train` does (the state's buffers donated to
-the step); without remat it is also measured running 8 steps per execution (one `lax.scan`, the
+the step); without remat it is also measured running 8 steps per execution (one loop, the
 CPU default), one execution. Takes several minutes; prints a table and one JSON object on the
 last line.
 

@@ -309,11 +309,13 @@ class Decoder(nn.Module):
         new_cache = {}
         for i, (layer, kv) in enumerate(zip(self.layers, cross_kv)):
             entry = cache[f"layers_{i}"]
-            new = layer.step_self_kv(x)
-            key = jax.lax.dynamic_update_slice_in_dim(entry["key"], new.key, position, axis=2)
-            value = jax.lax.dynamic_update_slice_in_dim(entry["value"], new.value, position, axis=2)
-            new_cache[f"layers_{i}"] = {"key": key, "value": value}
-            x = layer(x, self_bias, None, cross_bias, None, KeyValue(key, value), kv)
+            token_kv = layer.step_self_kv(x)
+            written = {
+                name: jax.lax.dynamic_update_slice_in_dim(entry[name], update, position, axis=2)
+                for name, update in (("key", token_kv.key), ("value", token_kv.value))
+            }
+            new_cache[f"layers_{i}"] = written
+            x = layer(x, self_bias, None, cross_bias, None, KeyValue(**written), kv)
         return self._logits(x, None)[:, 0], new_cache
 
 

@@ -5,10 +5,12 @@ Parameters and the whole optimizer state are sharded by the logical axis rules o
 so the network's activation constraints take effect. Dropout randomness is a function of
 (seed, step) alone, which makes a resumed run repeat the uninterrupted one exactly.
 
-`train_steps` runs several steps as one program (a `lax.scan` over stacked batches), with the same
-updates as one step at a time. XLA:CPU allocates a program's scratch memory afresh at every
-execution and the kernel zeroes each page on first touch, about a tenth of a small model's step;
-one execution for several steps pays that once.
+`train_steps` runs up to STEPS_PER_EXECUTION steps as one program (a loop over stacked batches),
+with the same updates as one step at a time. XLA:CPU allocates a program's scratch memory afresh
+at every execution and the kernel zeroes each page on first touch, about a tenth of a small
+model's step; one execution for several steps pays that once. The number of steps is an argument
+of the program, not part of its shape, so the shorter groups before an evaluation or a checkpoint
+run the same compiled program.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ct5x.errors import UserInputError
 from ct5x.models import DecodingOptions, EncoderDecoderModel
 
 Batch = dict[str, np.ndarray]
+# What every training step reports: float32 scalars.
+STEP_METRICS = ("loss", "weight_sum", "grad_norm")
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -112,7 +116,8 @@ class Trainer:
             mesh, PartitionSpec(None, *self.batch_sharding.spec)
         )
         self._train_steps = jax.jit(
-            self._steps, in_shardings=(self.state_shardings, self.stacked_batch_sharding),
+            self._steps,
+            in_shardings=(self.state_shardings, self.stacked_batch_sharding, self.replicated),
             out_shardings=(self.state_shardings, self.replicated), donate_argnums=0,
         )
         self._score = jax.jit(model.score_batch, in_shardings=(self.params_shardings,
@@ -206,13 +211,23 @@ class Trainer:
         grads, loss, weight_sum = self._gradients(state.params, batch, rng)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "weight_sum": weight_sum,
-                   "grad_norm": optax.tree.norm(grads)}
+        metrics = dict(zip(STEP_METRICS, (loss, weight_sum, optax.tree.norm(grads))))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    def _steps(self, state: TrainState, batches: dict) -> tuple[TrainState, dict]:
-        """`_step` over the leading axis of `batches`; metrics come back stacked per step."""
-        return jax.lax.scan(self._step, state, batches)
+    def _steps(self, state: TrainState, batches: dict, count: jax.Array
+               ) -> tuple[TrainState, dict]:
+        """`_step` over the first `count` of `batches`' [slots] leading axis; each metric comes
+        back [slots], zero past `count`."""
+        slots = len(next(iter(batches.values())))
+
+        def one_step(index, carry):
+            state, metrics = carry
+            state, step_metrics = self._step(state, {k: v[index] for k, v in batches.items()})
+            return state, {name: metrics[name].at[index].set(step_metrics[name])
+                           for name in STEP_METRICS}
+
+        metrics = {name: jnp.zeros(slots, jnp.float32) for name in STEP_METRICS}
+        return jax.lax.fori_loop(0, count, one_step, (state, metrics))
 
     def global_batch(self, host_batch: Batch, sharding: NamedSharding | None = None
                      ) -> dict[str, jax.Array]:
@@ -238,25 +253,36 @@ class Trainer:
 
     def train_steps(self, state: TrainState, host_batches: list[Batch]
                     ) -> tuple[TrainState, dict]:
-        """Consecutive steps in one execution; each metric comes back as [len(host_batches)]."""
+        """1 to STEPS_PER_EXECUTION consecutive steps in one execution of one program (whatever
+        their number); each metric comes back as [len(host_batches)]."""
         with self.active():
-            return self._train_steps(state, self._stacked_global_batch(host_batches))
+            state, metrics = self._train_steps(*self._steps_arguments(state, host_batches))
+            return state, {name: values[:len(host_batches)] for name, values in metrics.items()}
 
-    def _stacked_global_batch(self, host_batches: list[Batch]) -> dict[str, jax.Array]:
+    def _steps_arguments(self, state: TrainState, host_batches: list[Batch]) -> tuple:
+        """The loop program's arguments: the batches stacked into STEPS_PER_EXECUTION slots
+        (the unused ones repeat the last batch and are not run) and their number."""
+        if not 1 <= len(host_batches) <= self.steps_per_execution:
+            raise ValueError(f"{len(host_batches)} batches for 1 to {self.steps_per_execution} "
+                             "steps per execution")
         for host_batch in host_batches:
             self._check_rows(host_batch)
-        stacked = {key: np.stack([batch[key] for batch in host_batches])
-                   for key in host_batches[0]}
-        return self.global_batch(stacked, self.stacked_batch_sharding)
+        slots = host_batches + host_batches[-1:] * (self.steps_per_execution - len(host_batches))
+        stacked = {key: np.stack([batch[key] for batch in slots]) for key in host_batches[0]}
+        return (state, self.global_batch(stacked, self.stacked_batch_sharding),
+                np.int32(len(host_batches)))
 
     def lower_train(self, state: TrainState, host_batches: list[Batch]) -> jax.stages.Lowered:
-        """The program `train_step` (one batch) or `train_steps` (several) runs on these
-        batches, lowered for inspection: its HLO, or XLA's memory analysis once compiled."""
+        """The program that trains on these batches, lowered for inspection (its HLO, or XLA's
+        memory analysis once compiled): `train_step`'s with one step per execution, else
+        `train_steps`'."""
         with self.active():
-            if len(host_batches) == 1:
+            if self.steps_per_execution == 1:
+                if len(host_batches) != 1:
+                    raise ValueError("one batch per execution: STEPS_PER_EXECUTION is 1")
                 self._check_rows(host_batches[0])
                 return self._train_step.lower(state, self.global_batch(host_batches[0]))
-            return self._train_steps.lower(state, self._stacked_global_batch(host_batches))
+            return self._train_steps.lower(*self._steps_arguments(state, host_batches))
 
     # ---- evaluation --------------------------------------------------------------------------
 

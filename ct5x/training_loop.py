@@ -221,10 +221,10 @@ def _next_stop(run: Run, step: int) -> int:
 
 
 def _execute(run: Run, state: TrainState, step: int) -> tuple[TrainState, list[tuple]]:
-    """STEPS_PER_EXECUTION steps in one execution where no evaluation, checkpoint or end falls
-    before the last of them, else one step; returns each step's (host batch, metrics)."""
-    count = run.trainer.steps_per_execution
-    if count > 1 and step + count <= _next_stop(run, step):
+    """STEPS_PER_EXECUTION steps in one execution, fewer where an evaluation, a checkpoint or the
+    end comes first; returns each step's (host batch, metrics)."""
+    if run.trainer.steps_per_execution > 1:
+        count = min(run.trainer.steps_per_execution, _next_stop(run, step) - step)
         batches = [run.stream.batch(index) for index in range(step, step + count)]
         state, stacked = run.trainer.train_steps(state, batches)
         # One transfer of the [count] metrics, rather than a device slice per step and metric:

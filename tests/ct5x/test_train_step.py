@@ -35,13 +35,14 @@ def _batch(rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 @functools.cache
-def _trainer(factor: str, microbatches: int, config: T5Config = CONFIG) -> Trainer:
+def _trainer(factor: str, microbatches: int, config: T5Config = CONFIG,
+             steps_per_execution: int = 1) -> Trainer:
     """Compiled once per setting for the whole module."""
     mesh = partitioning.make_mesh(1, jax.devices()[:1])
     model = EncoderDecoderModel(config, LossOptions(loss_normalizing_factor=factor))
     return Trainer(model, make_optimizer(OptimizerSettings(learning_rate=1e-2)), mesh,
                    partitioning.standard_logical_axis_rules(), seed=3,
-                   num_microbatches=microbatches)
+                   num_microbatches=microbatches, steps_per_execution=steps_per_execution)
 
 
 def _one_step(trainer: Trainer, params, batch):
@@ -87,21 +88,37 @@ def test_fresh_state_is_the_seeded_initialisation_placed_by_the_rules():
 
 def test_steps_in_one_execution_equal_steps_one_by_one():
     """Same parameters, optimizer state and per-step metrics, dropout included (it is keyed by
-    the step count, which the scan carries)."""
+    the step count, which the loop carries); 3 steps and then 1 of 4 slots run one program."""
     config = CONFIG.replace(dropout_rate=0.1)
-    trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2, config)
+    trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2, config, steps_per_execution=4)
     params = jax.tree.map(np.asarray, EncoderDecoderModel(config).init_params(jax.random.key(0)))
-    batches = [_batch(seed=seed) for seed in range(3)]
+    batches = [_batch(seed=seed) for seed in range(4)]
     one_by_one, losses = trainer.create_state(params), []
     for batch in batches:
         one_by_one, metrics = trainer.train_step(one_by_one, batch)
         losses.append(float(metrics["loss"]))
-    together, stacked = trainer.train_steps(trainer.create_state(params), batches)
-    assert int(together.step) == int(one_by_one.step) == 3
-    np.testing.assert_allclose(np.asarray(stacked["loss"]), losses, rtol=1e-5)
-    assert len(set(losses)) == 3
+    compiled = []
+
+    def record_compile(event, _, fun_name="", **kwargs):
+        if event.endswith("backend_compile_duration") and fun_name == "jit(_steps)":
+            compiled.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(record_compile)
+    try:
+        together, first = trainer.train_steps(trainer.create_state(params), batches[:3])
+        together, last = trainer.train_steps(together, batches[3:])
+    finally:
+        jax.monitoring.unregister_event_duration_listener(record_compile)
+    assert len(compiled) == 1
+    assert int(together.step) == int(one_by_one.step) == 4
+    assert first["loss"].shape == (3,) and last["loss"].shape == (1,)
+    np.testing.assert_allclose([*np.asarray(first["loss"]), *np.asarray(last["loss"])], losses,
+                               rtol=1e-5)
+    assert len(set(losses)) == 4
     for want, got in zip(jax.tree.leaves(one_by_one), jax.tree.leaves(together)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="5 batches for 1 to 4"):
+        trainer.train_steps(together, [batches[0]] * 5)
 
 
 def test_steps_per_execution_must_be_positive():
@@ -112,24 +129,27 @@ def test_steps_per_execution_must_be_positive():
 
 
 def test_lowered_train_programs_are_the_ones_the_steps_run():
-    """One batch lowers the single step, several the scanned steps; the compiled scanned
-    program gives the state `train_steps` gives, and bad batches fail as they do there."""
-    trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2)
+    """One step per execution lowers the single step, more the loop over stacked batches; the
+    compiled loop gives the state `train_steps` gives, and bad batches fail as they do there."""
     params = jax.tree.map(np.asarray, EncoderDecoderModel(CONFIG).init_params(jax.random.key(0)))
     batches = [_batch(seed=seed) for seed in range(2)]
-    single = trainer.lower_train(trainer.create_state(params), batches[:1])
-    scanned = trainer.lower_train(trainer.create_state(params), batches)
     rows = batches[0]["encoder_input_tokens"].shape
-    assert single.args_info[0][1]["encoder_input_tokens"].shape == rows
-    assert scanned.args_info[0][1]["encoder_input_tokens"].shape == (2, *rows)
-    assert single.compile().memory_analysis().temp_size_in_bytes > 0
+    single = _trainer("NUM_REAL_TARGET_TOKENS", 2)
+    lowered = single.lower_train(single.create_state(params), batches[:1])
+    assert lowered.args_info[0][1]["encoder_input_tokens"].shape == rows
+    assert lowered.compile().memory_analysis().temp_size_in_bytes > 0
+    trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2, steps_per_execution=3)
+    lowered = trainer.lower_train(trainer.create_state(params), batches)
+    assert lowered.args_info[0][1]["encoder_input_tokens"].shape == (3, *rows)
     with trainer.active():
+        slots = batches + batches[-1:]
         stacked = trainer.global_batch(
-            {key: np.stack([b[key] for b in batches]) for key in batches[0]},
+            {key: np.stack([b[key] for b in slots]) for key in batches[0]},
             trainer.stacked_batch_sharding,
         )
-        from_lowered, _ = scanned.compile()(trainer.create_state(params), stacked)
+        from_lowered, _ = lowered.compile()(trainer.create_state(params), stacked, np.int32(2))
     stepped, _ = trainer.train_steps(trainer.create_state(params), batches)
+    assert int(from_lowered.step) == 2
     for want, got in zip(jax.tree.leaves(stepped), jax.tree.leaves(from_lowered)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     with pytest.raises(UserInputError, match="BATCH_SIZE=3"):
