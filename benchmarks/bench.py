@@ -390,13 +390,12 @@ def main() -> None:
           f"train MFU ct5x {result['train_mfu']:.1%}, HF {result['hf_train_mfu']:.1%}")
     print(f"matmul ceilings (model FLOPs at the measured rate): train "
           f"{result['train_ceiling_tokens_per_s']:.0f} tokens/s, scoring {score_ceiling:.0f} "
-          f"tokens/s "
-          f"({score_ceiling / result['hf_score_tokens_per_s']:.2f}x transformers)")
+          f"tokens/s ({score_ceiling / result['hf_score_tokens_per_s']:.2f}x transformers)")
     hf_decode = result["hf_decode_tokens_per_s"]
     print(f"greedy ceiling: the encoder pass at the matmul rate ({encoder_s:.3f} s), then "
           f"{decode_length} steps each reading {step_bytes / 1e6:.0f} MB at "
-          f"{bandwidth / 1e9:.2f} GB/s "
-          f"-> {decode_ceiling:.0f} tokens/s ({decode_ceiling / hf_decode:.2f}x transformers); or "
+          f"{bandwidth / 1e9:.2f} GB/s -> {decode_ceiling:.0f} tokens/s "
+          f"({decode_ceiling / hf_decode:.2f}x transformers); or "
           f"steps of only their matmuls ({1e3 * matmul_step_s:.1f} ms each) -> "
           f"{step_matmul_ceiling:.0f} tokens/s ({step_matmul_ceiling / hf_decode:.2f}x); ct5x "
           f"{1e3 * greedy['ct5x'].median / decode_length:.1f} ms per new token in all")

@@ -63,12 +63,12 @@ def ct5x_worker(size: str, policy: str, steps_per_execution: int) -> dict:
     batches *= steps_per_execution
     resident = current_rss_mb()
     scratch = trainer.lower_train(state, batches).compile().memory_analysis()
-    for _ in range(2 if steps_per_execution == 1 else 1):
-        if steps_per_execution == 1:
-            state, _ = trainer.train_step(state, batches[0])
-        else:
-            state, _ = trainer.train_steps(state, batches)
-        jax.block_until_ready(state)
+    if steps_per_execution == 1:
+        for batch in batches * 2:
+            state, _ = trainer.train_step(state, batch)
+    else:
+        state, _ = trainer.train_steps(state, batches)
+    jax.block_until_ready(state)
     return {
         "resident_before_step_mb": round(resident, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -254,10 +254,12 @@ class Trainer:
     def train_steps(self, state: TrainState, host_batches: list[Batch]
                     ) -> tuple[TrainState, dict]:
         """1 to STEPS_PER_EXECUTION consecutive steps in one execution of one program (whatever
-        their number); each metric comes back as [len(host_batches)]."""
+        their number). Each metric comes back on the host as [len(host_batches)]: one transfer
+        per execution, which waits for it (the caller reads every step's loss anyway)."""
         with self.active():
             state, metrics = self._train_steps(*self._steps_arguments(state, host_batches))
-            return state, {name: values[:len(host_batches)] for name, values in metrics.items()}
+        return state, {name: values[:len(host_batches)]
+                       for name, values in jax.device_get(metrics).items()}
 
     def _steps_arguments(self, state: TrainState, host_batches: list[Batch]) -> tuple:
         """The loop program's arguments: the batches stacked into STEPS_PER_EXECUTION slots

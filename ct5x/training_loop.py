@@ -227,9 +227,6 @@ def _execute(run: Run, state: TrainState, step: int) -> tuple[TrainState, list[t
         count = min(run.trainer.steps_per_execution, _next_stop(run, step) - step)
         batches = [run.stream.batch(index) for index in range(step, step + count)]
         state, stacked = run.trainer.train_steps(state, batches)
-        # One transfer of the [count] metrics, rather than a device slice per step and metric:
-        # the loop reads every step's loss anyway.
-        stacked = jax.device_get(stacked)
         return state, [(batch, {name: values[i] for name, values in stacked.items()})
                        for i, batch in enumerate(batches)]
     batch = run.stream.batch(step)
