@@ -119,3 +119,34 @@ def test_dropout_broadcasts_masks_and_rescales():
     assert dropout(x, 0.25, None, (-2,)) is x
     full = np.asarray(dropout(x, 0.25, jax.random.PRNGKey(0), ()))
     assert not (full == full[:, :1, :]).all()
+
+
+def test_attention_dropout_is_t5x_weight_dropout_shared_by_every_query():
+    """Dropping value rows gives T5X's result: weights * mask (one mask per example, head and
+    key, broadcast over the queries, rescaled by 1 / keep) times the values."""
+    rate, key = 0.3, jax.random.PRNGKey(7)
+    attention = MultiHeadAttention(num_heads=3, head_dim=4, emb_dim=8, dropout_rate=rate)
+    queries = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 8))
+    keys = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 8))
+
+    def attend(module, queries, keys, dropout_key):
+        return module(queries, module.project_kv(keys), None, dropout_key)
+
+    variables = nn.unbox(attention.init(jax.random.PRNGKey(0), queries, keys, None, method=attend))
+    out = np.asarray(attention.apply(variables, queries, keys, key, method=attend), np.float64)
+
+    p = {name: np.asarray(v["kernel"], np.float64) for name, v in variables["params"].items()}
+    heads = lambda x: x.reshape(*x.shape[:2], 3, 4).transpose(0, 2, 1, 3)  # noqa: E731
+    q = heads(np.asarray(queries, np.float64) @ p["query"])
+    k = heads(np.asarray(keys, np.float64) @ p["key"])
+    v = heads(np.asarray(keys, np.float64) @ p["value"])
+    logits = q @ k.transpose(0, 1, 3, 2)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    keep = np.asarray(jax.random.bernoulli(key, 1 - rate, (2, 3, 1, 6)))
+    dropped = weights * keep / (1 - rate)
+    expected = (dropped @ v).transpose(0, 2, 1, 3).reshape(2, 5, 12) @ p["out"]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert 0 < keep.mean() < 1
+    without = attention.apply(variables, queries, keys, None, method=attend)
+    assert not np.allclose(out, np.asarray(without), atol=1e-3)
