@@ -136,7 +136,10 @@ def test_attention_dropout_is_t5x_weight_dropout_shared_by_every_query():
     out = np.asarray(attention.apply(variables, queries, keys, key, method=attend), np.float64)
 
     p = {name: np.asarray(v["kernel"], np.float64) for name, v in variables["params"].items()}
-    heads = lambda x: x.reshape(*x.shape[:2], 3, 4).transpose(0, 2, 1, 3)  # noqa: E731
+
+    def heads(x: np.ndarray) -> np.ndarray:  # [b, length, 12] -> [b, 3 heads, length, 4]
+        return x.reshape(*x.shape[:2], 3, 4).transpose(0, 2, 1, 3)
+
     q = heads(np.asarray(queries, np.float64) @ p["query"])
     k = heads(np.asarray(keys, np.float64) @ p["key"])
     v = heads(np.asarray(keys, np.float64) @ p["value"])
