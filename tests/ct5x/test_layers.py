@@ -122,8 +122,8 @@ def test_dropout_broadcasts_masks_and_rescales():
 
 
 def test_attention_dropout_is_t5x_weight_dropout_shared_by_every_query():
-    """Dropping value rows gives T5X's result: weights * mask (one mask per example, head and
-    key, broadcast over the queries, rescaled by 1 / keep) times the values."""
+    """The network's attention dropout is T5X's: the weights times a mask drawn once per example,
+    head and key, broadcast over the queries and rescaled by 1 / keep, then times the values."""
     rate, key = 0.3, jax.random.PRNGKey(7)
     attention = MultiHeadAttention(num_heads=3, head_dim=4, emb_dim=8, dropout_rate=rate)
     queries = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 8))
