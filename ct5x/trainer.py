@@ -247,9 +247,13 @@ class Trainer:
             )
 
     def train_step(self, state: TrainState, host_batch: Batch) -> tuple[TrainState, dict]:
-        self._check_rows(host_batch)
         with self.active():
-            return self._train_step(state, self.global_batch(host_batch))
+            return self._train_step(*self._step_arguments(state, host_batch))
+
+    def _step_arguments(self, state: TrainState, host_batch: Batch) -> tuple:
+        """The single-step program's arguments: the state and the checked, sharded batch."""
+        self._check_rows(host_batch)
+        return state, self.global_batch(host_batch)
 
     def train_steps(self, state: TrainState, host_batches: list[Batch]
                     ) -> tuple[TrainState, dict]:
@@ -282,8 +286,7 @@ class Trainer:
             if self.steps_per_execution == 1:
                 if len(host_batches) != 1:
                     raise ValueError("one batch per execution: STEPS_PER_EXECUTION is 1")
-                self._check_rows(host_batches[0])
-                return self._train_step.lower(state, self.global_batch(host_batches[0]))
+                return self._train_step.lower(*self._step_arguments(state, host_batches[0]))
             return self._train_steps.lower(*self._steps_arguments(state, host_batches))
 
     # ---- evaluation --------------------------------------------------------------------------
