@@ -1,9 +1,10 @@
-"""The `ct5x` command: convert, predict, score, tasks, folds, metrics, and the subcommands of
-the modules in `COMMAND_MODULES` (train, evaluate, report, sweep, demo).
+"""The `ct5x` command: convert, predict, score, and the subcommands of the modules in
+`COMMAND_MODULES` (tasks, folds, metrics, train, evaluate, report, sweep, demo).
 
-Each subcommand is a small function; heavy imports happen inside them so `ct5x --help` is fast.
-Bad input raises `UserInputError`, printed as one line with exit code 2 (a traceback only with
---verbose).
+Each subcommand is a small function; heavy imports happen inside them, so `ct5x --help` and the
+subcommands that need neither JAX nor TensorFlow (`sweep plan`, `report`, `folds`; their parsers set
+`frameworks=False`) never import them. Bad input raises `UserInputError`, printed as one line with
+exit code 2 (a traceback only with --verbose); `ct5x.errors` lists every exit code.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import logging
 import sys
 import traceback
 
-from ct5x.errors import UserInputError
+from ct5x.arguments import positive_int
+from ct5x.errors import EXIT_BAD_INPUT, UserInputError
 from ct5x.startup import import_frameworks_quietly
 
-EXIT_BAD_INPUT = 2
-
 # Modules that add their own subcommands: each defines `register_command(commands)`, which adds a
-# subparser to `commands` and sets its `run` default to a function(args) -> exit code.
+# subparser to `commands` and sets its `run` default to a function(args) -> exit code (and
+# `frameworks=False` when it imports neither JAX nor TensorFlow).
 COMMAND_MODULES: tuple[str, ...] = (
-    "ct5x.train", "ct5x.sweep.command", "ct5x.demo", "ct5x.evaluation.commands",
+    "ct5x.task_commands", "ct5x.train", "ct5x.sweep.command", "ct5x.demo",
+    "ct5x.evaluation.commands",
 )
 
 
@@ -80,22 +82,6 @@ def score_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def tasks_command(args: argparse.Namespace) -> int:
-    from ct5x_tasks import task_names
-
-    for name in task_names():
-        print(name)
-    return 0
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts such as --batch-size."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
 def _add_model_io(parser: argparse.ArgumentParser, needs: str) -> None:
     parser.add_argument("--checkpoint", required=True, help="HF directory or T5X checkpoint")
     parser.add_argument("--input", required=True, help=f"JSONL with {needs}")
@@ -108,9 +94,6 @@ def _add_model_io(parser: argparse.ArgumentParser, needs: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ct5x_tasks.folds import add_folds_arguments, folds_command
-    from ct5x_tasks.metrics import add_metrics_arguments, metrics_command
-
     parser = argparse.ArgumentParser(prog="ct5x", description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,27 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_io(score, '"inputs" and "targets"')
     score.set_defaults(run=score_command)
 
-    tasks = commands.add_parser("tasks", help="list every registered task and mixture")
-    tasks.set_defaults(run=tasks_command)
-
-    folds = commands.add_parser("folds", help="write a task's cross-validation folds.json")
-    add_folds_arguments(folds)
-    folds.set_defaults(run=folds_command)
-
-    metrics = commands.add_parser("metrics", help="score predictions with a task's metrics")
-    add_metrics_arguments(metrics)
-    metrics.set_defaults(run=metrics_command)
-
     for module in COMMAND_MODULES:
         importlib.import_module(module).register_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
-    if not verbose:
-        import_frameworks_quietly()
     args = build_parser().parse_args(argv)
+    if getattr(args, "frameworks", True) and not args.verbose:
+        import_frameworks_quietly()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -1,4 +1,5 @@
-"""The one place ct5x touches gin: parse the layered gin files and build what they describe.
+"""The one place ct5x touches gin: parse the layered gin files and build what they describe, read
+T5X's gin flags, and write Python values as gin literals.
 
 The library itself never imports gin; gin files configure its dataclasses and functions through
 `dynamic_registration`, and each run writes its operative config next to its outputs.
@@ -6,9 +7,13 @@ The library itself never imports gin; gin files configure its dataclasses and fu
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import math
 import pathlib
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gin
@@ -90,3 +95,83 @@ def operative_config() -> str:
 def bind(parameter: str, value: Any) -> None:
     """Binds one parameter after parsing, for values only known at run time (e.g. a workdir)."""
     gin.bind_parameter(parameter, value)
+
+
+def gin_literal(value: Any) -> str:
+    """A Python value as the gin literal that parses back to it: strings double-quoted with JSON's
+    escapes (which gin reads as Python's, and which stay readable inside shell single quotes),
+    None/True/False and numbers as Python writes them, and dicts, lists and tuples of these."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserInputError(f"{value!r} has no gin literal")
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{gin_literal(k)}: {gin_literal(v)}" for k, v in value.items()) \
+            + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(gin_literal(item) for item in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + "".join(f"{gin_literal(item)}, " for item in value).rstrip(" ") + ")"
+    raise UserInputError(f"a {type(value).__name__} has no gin literal")
+
+
+@dataclasses.dataclass(frozen=True)
+class GinFlags:
+    """T5X's gin flags of a command line: files, bindings ('NAME = VALUE'), search paths."""
+
+    files: tuple[str, ...] = ()
+    bindings: tuple[str, ...] = ()
+    search_paths: tuple[str, ...] = ()
+
+
+GIN_BINDING_FLAG = "--gin."
+_VALUE_FLAGS = ("--gin_file", "--gin_bindings", "--gin_search_paths")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][\w./]*")
+
+
+def parse_gin_flags(argv: Sequence[str]) -> tuple[GinFlags, list[str]]:
+    """T5X's gin flags, and the other arguments in their order.
+
+    `--gin_file=F` and `--gin_bindings=B` repeat, `--gin_search_paths=A,B` is comma-separated (each
+    also as `--flag VALUE`, as absl takes them); `--gin.NAME=VALUE` is T5X's short form of
+    `--gin_bindings='NAME = VALUE'`, and, as in T5X, needs its `=`. VALUE is a gin expression:
+    strings are quoted (`--gin.MODEL_DIR="'/runs/x'"`).
+    """
+    files, bindings, paths, rest = [], [], [], []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, has_value, value = arg.partition("=")
+        if name.startswith(GIN_BINDING_FLAG):
+            binding_name = name[len(GIN_BINDING_FLAG):].strip()
+            if not has_value or not binding_name:
+                raise UserInputError(f"{arg}: expected {GIN_BINDING_FLAG}NAME=VALUE")
+            bindings.append(f"{binding_name} = {value.strip()}")
+            continue
+        if name not in _VALUE_FLAGS:
+            rest.append(arg)
+            continue
+        if not has_value:
+            if not args:
+                raise UserInputError(f"{arg}: needs a value")
+            value = args.pop(0)
+        if name == "--gin_file":
+            files.append(value)
+        elif name == "--gin_bindings":
+            bindings.append(value)
+        else:
+            paths.extend(path for path in value.split(",") if path)
+    return GinFlags(tuple(files), tuple(bindings), tuple(paths)), rest
+
+
+def gin_flag(binding: str) -> str:
+    """A binding as the flag `parse_gin_flags` reads it back from: `--gin.NAME=VALUE` for one
+    `NAME = VALUE`, else `--gin_bindings=...`."""
+    name, has_value, value = binding.partition("=")
+    if has_value and _PLAIN_NAME.fullmatch(name.strip()) and "\n" not in value:
+        return f"{GIN_BINDING_FLAG}{name.strip()}={value.strip()}"
+    return f"--gin_bindings={binding}"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from ct5x.atomic import write_text
 from ct5x.errors import UserInputError
 
 
@@ -37,16 +37,8 @@ def read_values(path: str | os.PathLike) -> list[tuple[int, Any]]:
 
 
 def write_atomic(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
-    """Writes next to `path` and renames, so a failure never leaves a half-written file."""
+    """One JSON object per line, written atomically (`ct5x.atomic`); the folder must exist."""
     path = pathlib.Path(path)
     if not path.parent.is_dir():
         raise UserInputError(f"{path}: folder {path.parent} does not exist")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))

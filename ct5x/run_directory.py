@@ -2,8 +2,8 @@
 
 It holds config.gin (the operative config), config.json and spiece.model (network and vocabulary),
 checkpoint_<step>/ (train state), metrics.jsonl (one object per log or evaluation line),
-run.json (rewritten atomically after every evaluation), train/ and validation/ (TensorBoard).
-Only host 0 writes files; every host may read them.
+run.json (`ct5x.run_record`, rewritten atomically after every evaluation), train/ and validation/
+(TensorBoard). Only host 0 writes files; every host may read them.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from typing import Any
 
 import jax
 
-from ct5x.checkpoints.atomic import write_bytes
+from ct5x.atomic import write_bytes
 from ct5x.errors import UserInputError
+from ct5x.run_record import RUN_FILE, TRAINING_METRICS_FILE, read_run_record, record_text
 
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_GIN = "config.gin"
 # Room for temporary copies while a checkpoint is staged, beyond the checkpoint itself.
 DISK_MARGIN = 1.2
 
@@ -70,28 +68,25 @@ class RunDirectory:
         return self.path / name
 
     def read_run(self) -> dict[str, Any] | None:
-        """run.json, or None before the first evaluation."""
-        path = self.path / RUN_FILE
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise UserInputError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        """run.json's fields (checked by `run_record.read_run_record`), or None before the
+        first evaluation."""
+        record = read_run_record(self.path)
+        return None if record is None else record.to_json()
 
     def write_run(self, record: dict[str, Any]) -> None:
-        self.write_text(RUN_FILE, json.dumps(record, indent=2) + "\n")
+        """run.json, checked as every reader checks it (`run_record`), written atomically."""
+        self.write_text(RUN_FILE, record_text(record, str(self.path / RUN_FILE)))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl (numbers only: never example text)."""
         if is_primary():
-            with open(self.path / METRICS_FILE, "a", encoding="utf-8") as stream:
+            with open(self.path / TRAINING_METRICS_FILE, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self, after_step: int, drop_validation_at: int | None = None) -> None:
         """Drops lines a killed run logged after the checkpoint it resumes from (and the
         evaluation lines of a step about to be evaluated again)."""
-        path = self.path / METRICS_FILE
+        path = self.path / TRAINING_METRICS_FILE
         if not is_primary() or not path.is_file():
             return
         kept = []
@@ -108,7 +103,7 @@ class RunDirectory:
         write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
     def metrics(self) -> list[dict[str, Any]]:
-        path = self.path / METRICS_FILE
+        path = self.path / TRAINING_METRICS_FILE
         if not path.is_file():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -26,7 +26,14 @@ from ct5x.data_pipeline import DataSettings, TrainingStream
 from ct5x.errors import UserInputError
 from ct5x.models import DecodingOptions, EncoderDecoderModel
 from ct5x.optimizers import make_optimizer, make_schedule
-from ct5x.run_directory import CONFIG_GIN, RunDirectory
+from ct5x.run_directory import RunDirectory
+from ct5x.run_record import (
+    CONFIG_GIN,
+    DATA_SETTING_KEYS,
+    SCHEMA_VERSION,
+    DataLocations,
+    RunRecord,
+)
 from ct5x.run_settings import RunSettings
 from ct5x.trainer import Trainer
 from ct5x.training_loop import Run
@@ -75,7 +82,6 @@ def check_shapes(model: EncoderDecoderModel, params: dict, source: str) -> None:
 def _install_vocabulary(directory: RunDirectory, settings: RunSettings, checkpoint: Any) -> Path:
     """Copies the vocabulary (and its tokenizer settings) into MODEL_DIR and selects it."""
     import ct5x_tasks
-    from ct5x_tasks.settings import vocabulary_settings
 
     source = settings.vocabulary_path or (checkpoint.vocabulary_path if checkpoint else None)
     if source is None:
@@ -88,7 +94,7 @@ def _install_vocabulary(directory: RunDirectory, settings: RunSettings, checkpoi
     for name in TOKENIZER_FILES:
         if (Path(source).parent / name).is_file():
             directory.copy_in(Path(source).parent / name, name)
-    _, extra_ids = vocabulary_settings()  # sentinel ids a gin file declares (pre-training)
+    extra_ids = ct5x_tasks.current_settings().extra_ids  # a gin file's sentinels (pre-training)
     ct5x_tasks.set_vocabulary_path(target, extra_ids)
     return target
 
@@ -106,19 +112,9 @@ def _total_examples(local: int) -> int:
     return int(np.sum(multihost_utils.process_allgather(np.asarray(local))))
 
 
-def _selection_metric(settings: RunSettings, info) -> str:
-    """SELECTION_METRIC, else the paper task's, else that of the paper task a user's task is
-    scored as."""
-    from ct5x_tasks.metrics import SELECTION_METRIC
-    from ct5x_tasks.registration import scored_as
-
-    if settings.selection_metric:
-        return settings.selection_metric
-    base = info.variant.base
-    for candidate in (base, scored_as(base)):
-        if candidate in SELECTION_METRIC:
-            return SELECTION_METRIC[candidate]
-    raise UserInputError(f"no selection metric known for task {info.name}: set SELECTION_METRIC")
+def _selection(settings: RunSettings, info):
+    """SELECTION_METRIC with its direction, else the task's (`TaskInfo.selection`)."""
+    return info.selection_for(settings.selection_metric)
 
 
 def _checkpoint_name(path: str | None) -> str:
@@ -131,24 +127,25 @@ def _checkpoint_name(path: str | None) -> str:
 
 def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
                 lengths: dict, vocabulary: Path, train_examples: int, train_steps: int) -> dict:
-    from ct5x_tasks.settings import data_settings
+    """run.json's fixed fields (`ct5x.run_record.RunRecord`); the loop fills in the progress."""
+    import ct5x_tasks
 
-    variant = info.variant
-    data = data_settings()
-    name = settings.model_name or _checkpoint_name(checkpoint_path)
-    return {
-        "model": name, "task": info.name, "base_task": variant.base,
-        "variant": {"flan": variant.flan, "deid": variant.deid, "site": variant.site,
-                    "fold": variant.fold, "fraction": variant.fraction},
-        "initial_checkpoint": checkpoint_path,
-        "learning_rate": settings.optimizer.learning_rate, "seed": settings.random_seed,
-        "train_examples": train_examples, "train_steps": train_steps,
-        "latest_step": 0, "best_step": None, "best_metric": None, "finished": False,
-        "ct5x_version": _version(), "task_feature_lengths": dict(lengths),
-        "data_settings": {"data_dir": data.data_dir, "dataset_dirs": dict(data.dataset_dirs),
-                          "site_dirs": dict(data.site_dirs), "folds_dir": data.folds_dir},
-        "vocabulary": str(vocabulary),
-    }
+    task_settings = ct5x_tasks.current_settings()
+    record = RunRecord(
+        model=settings.model_name or _checkpoint_name(checkpoint_path), task=info.name,
+        variant=info.variant, initial_checkpoint=checkpoint_path,
+        learning_rate=settings.optimizer.learning_rate, seed=settings.random_seed,
+        train_examples=train_examples, train_steps=train_steps,
+        task_feature_lengths=dict(lengths),
+        data_settings=DataLocations(**{key: getattr(task_settings, key)
+                                       for key in DATA_SETTING_KEYS}),
+        vocabulary=str(vocabulary), ct5x_version=_version(),
+        latest_step=0, best_step=None, best_metric=None, finished=False,
+        anchor_compatible=task_settings.anchor_compatible, selection=_selection(settings, info),
+        scored_as=info.scored_as, batch_size=settings.batch_size, pack=settings.pack,
+        num_folds=info.num_folds, schema_version=SCHEMA_VERSION,
+    )
+    return record.to_json()
 
 
 def _summary_writers(directory: RunDirectory) -> dict:
@@ -205,7 +202,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
           + f" -> {train_steps} steps", flush=True)
     # The task's decoding length (capped under the anchor switch), never past the target length.
     options = DecodingOptions(num_beams=info.num_beams,
-                              max_decode_length=min(lengths["targets"], info.decode_length))
+                              max_decode_length=info.decode_length_for(lengths["targets"]))
     validator = Validator(info.name, lengths, settings.batch_size, options,
                           settings.eval_examples)
     record = _run_record(settings, info, checkpoint_path, lengths, vocabulary, train_examples,
@@ -220,7 +217,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
         train_steps=train_steps, eval_period=settings.eval_period_for(train_examples),
         checkpoint_period=settings.checkpoint_period, log_period=settings.log_period,
         keep_checkpoints=settings.keep_checkpoints,
-        selection_metric=_selection_metric(settings, info),
+        selection_metric=_selection(settings, info).metric,
         early_stopping_patience=settings.early_stopping_patience, log_examples=log_examples,
         summary_writers=_summary_writers(directory),
     )

@@ -21,9 +21,8 @@ import sys
 import traceback
 from typing import Any
 
-from ct5x.errors import UserInputError
+from ct5x.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserInputError
 
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 1
 # The macro of gin/runs/finetune.gin that builds the run's `RunSettings`.
 RUN_FILE_MACRO = "RUN"
 
@@ -38,28 +37,14 @@ class Flags:
 
 
 def parse_flags(argv: list[str]) -> Flags:
-    """T5X's flag names, including `--gin.NAME=VALUE`, which argparse cannot express."""
-    files, bindings, paths, verbose, examples = [], [], [], False, False
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        name, has_value, value = arg.partition("=")
-        takes_value = name in ("--gin_file", "--gin_bindings", "--gin_search_paths") or (
-            name.startswith("--gin.")
-        )
-        if takes_value and not has_value:
-            if not args:
-                raise UserInputError(f"{arg}: needs a value")
-            value = args.pop(0)
-        if name == "--gin_file":
-            files.append(value)
-        elif name == "--gin_bindings":
-            bindings.append(value)
-        elif name == "--gin_search_paths":
-            paths.extend(path for path in value.split(",") if path)
-        elif name.startswith("--gin."):
-            bindings.append(f"{name[len('--gin.'):]} = {value}")
-        elif arg == "--verbose":
+    """T5X's flag names (`gin_utils.parse_gin_flags`: --gin_file, --gin.NAME=VALUE, ...) and
+    --verbose, --log_examples."""
+    from ct5x.gin_utils import parse_gin_flags
+
+    gin_flags, rest = parse_gin_flags(argv)
+    verbose, examples = False, False
+    for arg in rest:
+        if arg == "--verbose":
             verbose = True
         elif arg == "--log_examples":
             examples = True
@@ -68,9 +53,10 @@ def parse_flags(argv: list[str]) -> Flags:
             raise SystemExit(0)
         else:
             raise UserInputError(f"unknown flag {arg} (see ct5x train --help)")
-    if not files:
+    if not gin_flags.files:
         raise UserInputError("no --gin_file given (e.g. --gin_file=runs/finetune.gin)")
-    return Flags(files, bindings, paths, verbose, examples)
+    return Flags(list(gin_flags.files), list(gin_flags.bindings), list(gin_flags.search_paths),
+                 verbose, examples)
 
 
 def _macro_name(binding: str) -> str | None:
@@ -177,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             traceback.print_exc()
         print(f"ct5x train: stopped: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return EXIT_FAILED
     best = record.get("best_metric") or {}
     print(f"finished: step {record['latest_step']}, best step {record['best_step']}"
           + (f" ({best['name']} {best['value']:.4f})" if best else ""), flush=True)

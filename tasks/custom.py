@@ -1,7 +1,8 @@
 """A user's own dataset: `{train,dev,test}.jsonl` or `.csv` with an input and a target field.
 
-Which fields are input, target, id and group is a binding (`settings.custom_task_settings`), or the
-`CustomTaskSettings` given to `registration.register_custom_task`. Without an id field, ids are
+Which fields are input, target, id and group is a binding (`ct5x_tasks.custom_task_settings` in
+gin, or `ct5x_tasks.settings(custom_task=...)`), or the `CustomTaskSettings` given to
+`registration.register_custom_task`. Without an id field, ids are
 `<split>:<line>`; without a group field, each example is its own fold group.
 """
 
@@ -17,7 +18,7 @@ from ct5x_tasks.records import (
     read_csv,
     read_jsonl,
 )
-from ct5x_tasks.settings import CustomTaskSettings
+from ct5x_tasks.task_settings import CustomTaskSettings
 
 _SCALARS = (str, int, float)
 
@@ -39,8 +40,10 @@ def parse_row(row: dict, split: str, line: int, config: CustomTaskSettings) -> R
     return Record(id=record_id, group=group, split=split, fields=fields)
 
 
-def custom_family(base: str, config: Callable[[], CustomTaskSettings]) -> Family:
-    """A family for base task `base` whose settings `config()` gives when data is read."""
+def custom_family(base: str, config: Callable[[], CustomTaskSettings],
+                  flan_prompt: bool = True) -> Family:
+    """A family for base task `base` whose settings `config()` gives when data is read or scored;
+    `flan_prompt` False registers no `_flan` variants."""
 
     def source_files(folder: pathlib.Path) -> list[pathlib.Path]:
         return [folder / f"{split}.{config().file_format}" for split in SOURCE_SPLITS]
@@ -79,4 +82,6 @@ def custom_family(base: str, config: Callable[[], CustomTaskSettings]) -> Family
         load=load,
         source_files=source_files,
         to_examples=to_examples,
+        score_as=lambda: config().score_as,
+        flan_prompt=flan_prompt,
     )

@@ -15,7 +15,8 @@ class Formatting:
     """How one task variant turns records into text: prompt style, de-id, training or evaluation.
 
     `split` is the seqio split being built ('train', 'validation', 'test'); `anchor_compatible`
-    is the study-compatibility switch (`settings.anchor_settings`) read when the dataset is built.
+    is the study-compatibility switch (`task_settings.anchor_compatible`) read when the dataset is
+    built.
     """
 
     flan: bool
@@ -44,7 +45,9 @@ class Family:
     files (their digest pins folds.json); `to_examples(records, formatting)` returns one
     {"id", "inputs", "targets"} dict per record, in order. `fixed_fold_field` names the
     record field that already assigns records to folds (Stigma's `fold_eval`): such a family's
-    folds follow the study's rule (`folds.study_folds`).
+    folds follow the study's rule (`folds.study_folds`). A user's family has `score_as`, the
+    function naming (when scoring) the paper task whose metrics score it; a paper family is scored
+    as itself. `flan_prompt` is False for a family with one prompt only (no `_flan` variants).
     """
 
     base: str
@@ -60,6 +63,8 @@ class Family:
     fractions: tuple[float, ...] = ()
     sites: tuple[str, ...] = ()
     fixed_fold_field: str | None = None
+    score_as: Callable[[], str | None] | None = None
+    flan_prompt: bool = True
 
     def input_length_for(self, flan: bool) -> int:
         """The paper's input length for the T5 or FLAN prompt."""

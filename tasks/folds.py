@@ -15,16 +15,15 @@ union of the samples of the groups it trains on. Nothing depends on hashing of s
 order, so the folds are the same under any PYTHONHASHSEED, machine, run or numpy version.
 """
 
-import argparse
 import hashlib
 import json
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
+from ct5x.atomic import write_text
 from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family
 from ct5x_tasks.naming import NUM_FOLDS, fraction_key
@@ -192,11 +191,7 @@ def write_folds(
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "folds.json"
-    with tempfile.NamedTemporaryFile("w", dir=out, suffix=".tmp", delete=False) as stream:
-        json.dump(content, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(stream.name, target)
+    write_text(target, json.dumps(content))
     return target
 
 
@@ -218,34 +213,3 @@ def read_folds(path: pathlib.Path, family: Family, folder: pathlib.Path) -> Mapp
     if content.get("format", 1) > FOLDS_FORMAT:
         raise UserInputError(f"{path}: written by a newer ct5x (format {content['format']})")
     return content
-
-
-def _parse_fractions(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text}") from None
-
-
-def add_folds_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `ct5x folds`."""
-    parser.add_argument("--task", required=True, help="base task name, e.g. mednli")
-    parser.add_argument("--data-dir", required=True, help="the dataset's folder (or DATA_DIR)")
-    parser.add_argument("--out", required=True, help="folder to write folds.json into")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--fractions", type=_parse_fractions, default=(),
-        help="training fractions, e.g. 0.01,0.05,0.25 (default: the paper's for the task)",
-    )
-
-
-def folds_command(args: argparse.Namespace) -> int:
-    """Write folds.json and print where, with the fold sizes."""
-    path = write_folds(args.task, args.data_dir, args.out, args.seed, tuple(args.fractions))
-    content = json.loads(path.read_text(encoding="utf-8"))
-    sizes = ", ".join(
-        f"{fold['fold']}: {len(fold['train'])}/{len(fold['validation'])}"
-        for fold in content["folds"]
-    )
-    print(f"{path} (test {len(content['test'])}; fold train/validation {sizes})")
-    return 0

@@ -12,18 +12,15 @@ Every score is a fraction in [0, 1]. Per task family:
 - NER: entity-level P/R/F1 over the `disease* ... *disease` markup (`ct5x_tasks.ner_markup`).
 A class with no gold and no predicted example scores 0 in macro averages (sklearn zero_division=0).
 
-The anchor switch (`ct5x_tasks.anchor_settings.anchor_compatible`, CT5X_ANCHOR_COMPATIBLE, or
-`ct5x metrics --anchor-compatible`) scores as the study's code did: single-label macro-F1 is plain
-`f1_score(average='macro')` over the labels seen on either side, so each distinct invalid output is
-an extra class with F1 0 and a label absent from both sides is skipped; HoC counts "none" as a
-positive class; NER uses the anchors' tagger (PAD padding, positional comparison). Metric functions
-registered with SeqIO read the switch each time they score, so checkpoint selection follows it.
+The anchor switch (`anchor_compatible` of the task settings in force: a `ct5x_tasks.settings`
+block, gin's ANCHOR_COMPATIBLE, CT5X_ANCHOR_COMPATIBLE; or `ct5x metrics --anchor-compatible`)
+scores as the study's code did: single-label macro-F1 is plain `f1_score(average='macro')` over
+the labels seen on either side, so each distinct invalid output is an extra class with F1 0 and a
+label absent from both sides is skipped; HoC counts "none" as a positive class; NER uses the
+anchors' tagger (PAD padding, positional comparison). Metric functions registered with SeqIO read
+the switch each time they score, so checkpoint selection follows it.
 """
 
-import argparse
-import difflib
-import json
-import pathlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,26 +30,13 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from ct5x.errors import UserInputError
-from ct5x.jsonl import read_values
 
 from . import ner_markup, squad
+from .catalog import SCORING
 from .labels import CLIP_LABELS, HOC_LABELS, MEDNLI_LABELS, STIGMA_LABELS
-from .settings import anchor_settings
+from .task_settings import anchor_compatible as anchor_switch
 
 MetricFn = Callable[[Sequence, Sequence], dict[str, float]]
-
-BASE_TASKS = (
-    "mednli",
-    "radqa",
-    "clip",
-    "stigma_adamant",
-    "stigma_compliance",
-    "stigma_other",
-    "hoc",
-    "hoc_blurb",
-    "ncbi_disease",
-    "bc5cdr_disease",
-)
 
 SINGLE_LABEL_TASKS = {
     "mednli": MEDNLI_LABELS,
@@ -62,31 +46,24 @@ SINGLE_LABEL_TASKS = {
 }
 MULTI_LABEL_TASKS = {"clip": CLIP_LABELS, "hoc": HOC_LABELS, "hoc_blurb": HOC_LABELS}
 QA_TASKS = ("radqa",)
-
-SELECTION_METRIC = {
-    "mednli": "accuracy",
-    "radqa": "f1",
-    "clip": "macro_f1",
-    "stigma_adamant": "macro_f1",
-    "stigma_compliance": "macro_f1",
-    "stigma_other": "macro_f1",
-    "hoc": "f1",
-    "hoc_blurb": "f1",
-    "ncbi_disease": "f1",
-    "bc5cdr_disease": "f1",
-}
+NER_TASKS = ("ncbi_disease", "bc5cdr_disease")
+# The paper tasks these metrics score: a task is scored as one of them (`TaskInfo.scored_as`).
+SCORED_TASKS = (*SINGLE_LABEL_TASKS, *MULTI_LABEL_TASKS, *QA_TASKS, *NER_TASKS)
+# Each paper task's selection metric, as `catalog.SCORING` defines it (ct5x/demo.py reads this
+# view; `TaskInfo.selection` is the source).
+SELECTION_METRIC = {base: scoring.selection.metric for base, scoring in SCORING.items()}
 
 NO_LABEL = "none"
 LABEL_SEPARATOR = ","
 
 
-def base_task_of(name: str) -> str:
-    """The base task of a registered name: the longest base name followed by the end or "_"."""
-    matches = [base for base in BASE_TASKS if name == base or name.startswith(base + "_")]
-    if matches:
-        return max(matches, key=len)
-    closest = difflib.get_close_matches(name, BASE_TASKS, n=3, cutoff=0.3) or list(BASE_TASKS)
-    raise UserInputError(f"unknown task {name!r}; closest task names: {', '.join(closest)}")
+def _scored(base_task: str) -> str:
+    """`base_task` itself when these metrics score it (an exact paper task name)."""
+    if base_task not in SCORED_TASKS:
+        raise UserInputError(
+            f"no metrics for {base_task!r}: a task is scored as one of {', '.join(SCORED_TASKS)}"
+        )
+    return base_task
 
 
 def _text(value: Any) -> str:
@@ -111,8 +88,8 @@ def parse_labels(text: str, canonical: dict[str, str] | None = None) -> tuple[st
 
 
 def resolve_anchor(anchor_compatible: bool | None) -> bool:
-    """An explicit choice, or the configured anchor switch when None."""
-    return anchor_settings() if anchor_compatible is None else bool(anchor_compatible)
+    """An explicit choice, or the anchor switch of the task settings in force when None."""
+    return anchor_switch() if anchor_compatible is None else bool(anchor_compatible)
 
 
 def _answers(value: Any) -> list[str]:
@@ -128,7 +105,7 @@ def postprocessor_for(base_task: str) -> Callable[..., Any]:
     Multi-label tasks give a sorted tuple of labels; RadQA targets give the list of gold answers
     (from the example's "answers" feature when present, else the target text); others a string.
     """
-    base = base_task_of(base_task)
+    base = _scored(base_task)
 
     def postprocess(output_or_target: Any, example: Any = None, is_target: bool = False) -> Any:
         if base in MULTI_LABEL_TASKS:
@@ -145,7 +122,7 @@ def postprocessor_for(base_task: str) -> Callable[..., Any]:
 
 def invalid_target_reason(base_task: str, target: Any) -> str | None:
     """Why a postprocessed gold target cannot be scored (label outside the label set), or None."""
-    base = base_task_of(base_task)
+    base = _scored(base_task)
     if base in SINGLE_LABEL_TASKS and target not in SINGLE_LABEL_TASKS[base]:
         return f"gold label is not one of the {base} labels"
     if base in MULTI_LABEL_TASKS and not set(target) <= set(MULTI_LABEL_TASKS[base]):
@@ -154,12 +131,13 @@ def invalid_target_reason(base_task: str, target: Any) -> str | None:
 
 
 def _check_targets(base: str, targets: Sequence) -> None:
+    """Gold targets the metric cannot score are the data's fault: a UserInputError."""
     if not targets:
-        raise ValueError("no examples to score")
+        raise UserInputError(f"{base}: no examples to score")
     for index, target in enumerate(targets):
         reason = invalid_target_reason(base, target)
         if reason:
-            raise ValueError(f"target {index}: {reason}")
+            raise UserInputError(f"{base}: target {index}: {reason}")
 
 
 def _single_label_metric(base: str, anchor_compatible: bool | None) -> MetricFn:
@@ -242,7 +220,7 @@ def _radqa_metric(targets: Sequence, predictions: Sequence) -> dict[str, float]:
 def _ner_metric(base: str, anchor_compatible: bool | None) -> MetricFn:
     def metric(targets: Sequence, predictions: Sequence) -> dict[str, float]:
         if not targets:
-            raise ValueError("no examples to score")
+            raise UserInputError(f"{base}: no examples to score")
         if resolve_anchor(anchor_compatible):
             return ner_markup.anchor_entity_scores(targets, predictions)
         return ner_markup.entity_scores(targets, predictions)
@@ -257,7 +235,7 @@ def metric_fns_for(base_task: str, anchor_compatible: bool | None = None) -> lis
     `anchor_compatible` switches MedNLI, Stigma, HoC and the NER tasks to the study's scoring
     (module docstring); None reads the anchor switch each time a function scores.
     """
-    base = base_task_of(base_task)
+    base = _scored(base_task)
     if base in SINGLE_LABEL_TASKS:
         return [_single_label_metric(base, anchor_compatible)]
     if base == "clip":
@@ -286,64 +264,3 @@ def compute_metrics(
     for metric in metric_fns_for(base_task, anchor_compatible):
         results.update(metric(gold, predicted))
     return results
-
-
-def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `ct5x metrics`: score a JSONL file of {"target", "prediction"} lines."""
-    parser.add_argument("--task", required=True, help="task name (a base name or any variant)")
-    parser.add_argument(
-        "--predictions",
-        required=True,
-        type=pathlib.Path,
-        help='JSONL file, one {"target": ..., "prediction": ...} object per line',
-    )
-    parser.add_argument(
-        "--anchor-compatible",
-        action="store_true",
-        default=None,
-        help="score as the study's code did (plain macro-F1 with invalid outputs as classes, HoC "
-        "'none' class, NER PAD padding); default: CT5X_ANCHOR_COMPATIBLE, else off",
-    )
-
-
-def _read_prediction_lines(path: pathlib.Path, base: str) -> tuple[list[Any], list[str]]:
-    """Targets and predictions of a JSONL file; any unusable line is an error naming file:line."""
-    postprocess = postprocessor_for(base)
-    targets: list[Any] = []
-    predictions: list[str] = []
-    for number, record in read_values(path):
-        if not isinstance(record, dict) or "target" not in record or "prediction" not in record:
-            raise UserInputError(f'{path}:{number}: needs a "target" and a "prediction" field')
-        target, prediction = record["target"], record["prediction"]
-        target_ok = isinstance(target, str) or (
-            base in QA_TASKS
-            and isinstance(target, list)
-            and all(isinstance(answer, str) for answer in target)
-        )
-        if not target_ok or not isinstance(prediction, str):
-            raise UserInputError(f"{path}:{number}: target and prediction must be strings")
-        reason = invalid_target_reason(base, postprocess(target, is_target=True))
-        if reason:
-            raise UserInputError(f"{path}:{number}: {reason}")
-        targets.append(target)
-        predictions.append(prediction)
-    if not targets:
-        raise UserInputError(f"{path}: no prediction lines")
-    return targets, predictions
-
-
-def metrics_command(args: argparse.Namespace) -> int:
-    """`ct5x metrics`: print one JSON object with the task's metrics and its selection metric."""
-    base = base_task_of(args.task)
-    targets, predictions = _read_prediction_lines(args.predictions, base)
-    anchor_compatible = resolve_anchor(args.anchor_compatible)
-    scores = compute_metrics(base, targets, predictions, anchor_compatible)
-    report = {
-        "task": base,
-        "examples": len(targets),
-        "anchor_compatible": anchor_compatible,
-        "selection_metric": SELECTION_METRIC[base],
-        **scores,
-    }
-    print(json.dumps(report))
-    return 0

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ct5x.errors import UserInputError
-from ct5x_tasks import settings
+from ct5x_tasks import task_settings
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class BadRecords:
 @contextlib.contextmanager
 def bad_records(path: pathlib.Path) -> Iterator[BadRecords]:
     """A `BadRecords` for `path` under the configured policy; logs the skipped count at the end."""
-    tracker = BadRecords(path, settings.skip_bad_records())
+    tracker = BadRecords(path, task_settings.skip_bad_records())
     yield tracker
     if tracker.count:
         logger.warning("%s: skipped %d malformed records", path, tracker.count)

@@ -1,6 +1,9 @@
 """Registers every task variant and the paper's mixtures with SeqIO; looks names up.
 
-Registration reads no data file: each task's source reads its files when a dataset is built.
+Importing this module registers everything (SeqIO's convention: T5X's MIXTURE_OR_TASK_MODULE =
+'ct5x_tasks.registration'); `ct5x_tasks.task_info`, `task_names` and `get_provider` import it on
+first use, so `import ct5x_tasks` alone stays cheap. Registration reads no data file: each task's
+source reads its files when a dataset is built.
 Mixtures (sub-tasks weighted equally), per prompt style `""`, `_flan`, `_deid`; none ever holds two
 folds of one task, since one fold's training data is another fold's validation data:
 - paper_main[_fold<k>]: MedNLI, RadQA, CLIP, HoC, NCBI, BC5CDR (distributed splits, or fold k);
@@ -11,20 +14,26 @@ folds of one task, since one fold's training data is another fold's validation d
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
 
 import seqio
 
 from ct5x.errors import UserInputError
 from ct5x_tasks import metrics
-from ct5x_tasks.catalog import FAMILIES, family_of_base
+from ct5x_tasks.catalog import (
+    FAMILIES,
+    TaskInfo,
+    family_of_base,
+    family_variants,
+    scored_as,
+    variant_info,
+)
 from ct5x_tasks.custom import custom_family
 from ct5x_tasks.family import Family
 from ct5x_tasks.naming import NUM_FOLDS, Variant, percent_label
 from ct5x_tasks.preprocessors import report_truncation
-from ct5x_tasks.settings import CustomTaskSettings, anchor_settings, custom_task_settings
 from ct5x_tasks.sources import data_source
 from ct5x_tasks.suggest import nearest
+from ct5x_tasks.task_settings import CustomTaskSettings
 from ct5x_tasks.vocabulary import output_features
 
 MAIN_TASKS = ("mednli", "radqa", "clip", "hoc", "ncbi_disease", "bc5cdr_disease")
@@ -32,70 +41,27 @@ STIGMA_TASKS = ("stigma_adamant", "stigma_compliance", "stigma_other")
 PROMPT_STYLES = {"": {}, "_flan": {"flan": True}, "_deid": {"deid": True}}
 LOW_RESOURCE_FRACTIONS = (0.01, 0.05, 0.25)
 
-# The study's evaluation fell back to transformers' default generation `max_length` of 20 for
-# these tasks; that length counts the decoder start token, so at most 19 tokens were generated.
-ANCHOR_MAX_LENGTH = 20
-ANCHOR_CAPPED_TASKS = ("mednli", "radqa", "clip", *STIGMA_TASKS)
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskInfo:
-    """What a run needs to know about a registered task besides its data.
-
-    `decode_length` is how many tokens decoding may generate (EOS included): the target length
-    when None, or with the anchor switch on the study's cap for MedNLI, RadQA, CLIP and Stigma
-    (`task_info` fills it in).
-    """
-
-    name: str
-    variant: Variant
-    input_length: int
-    target_length: int
-    num_beams: int
-    decode_length: int | None = None
-
-
-_TASKS: dict[str, TaskInfo] = {}
+# Registered task name -> its variant (answered by `catalog.variant_info`) or, for a task
+# registered by other means (span corruption), its fixed TaskInfo.
+_TASKS: dict[str, Variant | TaskInfo] = {}
 _MIXTURES: set[str] = set()
-# User-defined base tasks -> the function naming the paper task they are scored as.
-_SCORE_AS: dict[str, Callable[[], str | None]] = {"custom": lambda: custom_task_settings().score_as}
 
 
-def family_variants(family: Family) -> Iterator[Variant]:
-    """Every variant registered for a family: prompt x de-id x (source splits, folds,
-    fractions, sites)."""
-    flans = (False,) if family.base.startswith("custom") else (False, True)
-    deids = (False, True) if family.mimic else (False,)
-    for flan in flans:
-        for deid in deids:
-            yield Variant(family.base, flan, deid)
-            for fold in range(NUM_FOLDS):
-                yield Variant(family.base, flan, deid, fold=fold)
-                for fraction in family.fractions:
-                    yield Variant(family.base, flan, deid, fold=fold, fraction=fraction)
-            for site in family.sites:
-                yield Variant(family.base, flan, deid, site=site)
-                for fold in range(NUM_FOLDS):
-                    yield Variant(family.base, flan, deid, site=site, fold=fold)
-                    for fraction in family.fractions:
-                        yield Variant(family.base, flan, deid, site=site, fold=fold,
-                                      fraction=fraction)
-
-
-def _scoring(family: Family, score_as: Callable[[], str | None] | None):
-    """(postprocess_fn, metric_fns): the base task's, or for a user's task those of the paper
-    task its settings name, looked up when scoring."""
-    if score_as is None:
-        return metrics.postprocessor_for(family.base), metrics.metric_fns_for(family.base)
+def _scoring(family: Family):
+    """(postprocess_fn, metric_fns): those of the paper task the family is scored as, looked up
+    when scoring (a user's `score_as` may be bound after registration)."""
 
     def scored_base() -> str:
-        base = score_as()
-        if base not in FAMILIES or base.startswith("custom"):
+        base = scored_as(family)
+        if base is None:
             raise UserInputError(
-                f"task {family.base!r} needs ct5x_tasks.custom_task_settings.score_as set to one "
-                f"of {', '.join(sorted(b for b in FAMILIES if not b.startswith('custom')))}"
+                f"task {family.base!r} needs score_as (ct5x_tasks.custom_task_settings.score_as) "
+                f"set to one of {', '.join(sorted(metrics.SCORED_TASKS))}"
             )
         return base
+
+    if family.score_as is None:
+        return metrics.postprocessor_for(family.base), metrics.metric_fns_for(family.base)
 
     def postprocess(output_or_target, example=None, is_target=False):
         return metrics.postprocessor_for(scored_base())(output_or_target, example, is_target)
@@ -109,9 +75,9 @@ def _scoring(family: Family, score_as: Callable[[], str | None] | None):
     return postprocess, [score]
 
 
-def register_family(family: Family, score_as: Callable[[], str | None] | None = None) -> None:
+def register_family(family: Family) -> None:
     """Register all variants of one family (replacing earlier registrations of the same names)."""
-    postprocess_fn, metric_fns = _scoring(family, score_as)
+    postprocess_fn, metric_fns = _scoring(family)
     for variant in family_variants(family):
         name = variant.name
         seqio.TaskRegistry.remove(name)
@@ -127,10 +93,7 @@ def register_family(family: Family, score_as: Callable[[], str | None] | None = 
             postprocess_fn=postprocess_fn,
             metric_fns=metric_fns,
         )
-        register_task_info(TaskInfo(
-            name, variant, family.input_length_for(variant.flan), family.target_length,
-            family.num_beams,
-        ))
+        _TASKS[name] = variant
 
 
 def register_task_info(info: TaskInfo) -> None:
@@ -138,22 +101,15 @@ def register_task_info(info: TaskInfo) -> None:
     _TASKS[info.name] = info
 
 
-def scored_as(base_task: str) -> str | None:
-    """The paper task whose metrics score a user-defined base task (None for the paper's own)."""
-    score_as = _SCORE_AS.get(base_task)
-    return score_as() if score_as else None
-
-
 def register_custom_task(name: str, config: CustomTaskSettings) -> None:
     """Register a user's dataset as base task `name` (files under DATA_DIR/<name>, or
-    `data_settings.dataset_dirs[name]`), with its fold variants."""
+    `dataset_dirs[name]`), with its fold variants."""
     family = dataclasses.replace(
         custom_family(name, lambda: config),
         input_length=config.input_length, target_length=config.target_length,
     )
     FAMILIES[name] = family
-    _SCORE_AS[name] = lambda: config.score_as
-    register_family(family, score_as=_SCORE_AS[name])
+    register_family(family)
 
 
 def _variant_names(bases, style: dict, **options) -> list[str]:
@@ -165,43 +121,43 @@ def _variant_names(bases, style: dict, **options) -> list[str]:
     return names
 
 
-def _mixture_tables(style: dict) -> dict[str, list[str]]:
+def _mixture_members(style: dict) -> dict[str, list[str]]:
     """Mixture name (without style suffix) -> its task names; one fold of each task at most."""
-    tables = {
+    members = {
         "paper_main": _variant_names(MAIN_TASKS, style),
         "paper_out_of_domain": _variant_names(STIGMA_TASKS, style, site="ood"),
     }
     for fold in range(NUM_FOLDS):
-        tables[f"paper_main_fold{fold}"] = _variant_names(MAIN_TASKS, style, fold=fold)
-        tables[f"paper_out_of_domain_fold{fold}"] = _variant_names(
+        members[f"paper_main_fold{fold}"] = _variant_names(MAIN_TASKS, style, fold=fold)
+        members[f"paper_out_of_domain_fold{fold}"] = _variant_names(
             STIGMA_TASKS, style, site="ood", fold=fold)
         for fraction in LOW_RESOURCE_FRACTIONS:
             suffix = f"fold{fold}_pct{percent_label(fraction)}"
             bases = [base for base in ("mednli", *STIGMA_TASKS)
                      if fraction in family_of_base(base).fractions]
-            tables[f"paper_low_resource_{suffix}"] = _variant_names(
+            members[f"paper_low_resource_{suffix}"] = _variant_names(
                 bases, style, fold=fold, fraction=fraction)
-            tables[f"paper_out_of_domain_{suffix}"] = _variant_names(
+            members[f"paper_out_of_domain_{suffix}"] = _variant_names(
                 STIGMA_TASKS, style, site="ood", fold=fold, fraction=fraction)
-    return tables
+    return members
 
 
 def register_mixtures() -> None:
     """The paper's tables as mixtures, per prompt style (see the module docstring)."""
-    for table in list(_MIXTURES):
-        seqio.MixtureRegistry.remove(table)
-        _MIXTURES.discard(table)
+    for mixture in list(_MIXTURES):
+        seqio.MixtureRegistry.remove(mixture)
+        _MIXTURES.discard(mixture)
     for suffix, style in PROMPT_STYLES.items():
-        for table, names in _mixture_tables(style).items():
-            seqio.MixtureRegistry.remove(table + suffix)
-            seqio.MixtureRegistry.add(table + suffix, names, default_rate=1.0)
-            _MIXTURES.add(table + suffix)
+        for mixture, names in _mixture_members(style).items():
+            seqio.MixtureRegistry.remove(mixture + suffix)
+            seqio.MixtureRegistry.add(mixture + suffix, names, default_rate=1.0)
+            _MIXTURES.add(mixture + suffix)
 
 
 def register_all() -> None:
     """Register the paper's tasks, the `custom` task, the user's tasks and the mixtures."""
     for family in list(FAMILIES.values()):
-        register_family(family, score_as=_SCORE_AS.get(family.base))
+        register_family(family)
     register_mixtures()
 
 
@@ -211,14 +167,14 @@ def task_names() -> list[str]:
 
 
 def task_info(name: str) -> TaskInfo:
-    """A registered task's variant, paper lengths and decoding length (the anchor switch is read
-    now); unknown names suggest the nearest."""
+    """A registered task's facts (`catalog.TaskInfo`), with the anchor switch and a user's
+    `score_as` read now; unknown names suggest the nearest."""
     if name not in _TASKS:
         raise UserInputError(f"unknown task {name!r}{nearest(name, task_names())}")
-    info = _TASKS[name]
-    if anchor_settings() and info.variant.base in ANCHOR_CAPPED_TASKS:
-        return dataclasses.replace(info, decode_length=ANCHOR_MAX_LENGTH - 1)
-    return dataclasses.replace(info, decode_length=info.decode_length or info.target_length)
+    entry = _TASKS[name]
+    if isinstance(entry, TaskInfo):
+        return dataclasses.replace(entry, decode_length=entry.decode_length or entry.target_length)
+    return variant_info(entry)
 
 
 def get_provider(name: str) -> seqio.Task | seqio.Mixture:
@@ -226,3 +182,16 @@ def get_provider(name: str) -> seqio.Task | seqio.Mixture:
     if name not in _TASKS and name not in _MIXTURES:
         raise UserInputError(f"unknown task or mixture {name!r}{nearest(name, task_names())}")
     return seqio.get_mixture_or_task(name)
+
+
+def _register_everything() -> None:
+    """The paper's families and mixtures, span corruption, and the synthetic task."""
+    from ct5x_tasks.span_corruption import register_span_corruption
+    from ct5x_tasks.synthetic import register_synthetic_task
+
+    register_all()
+    register_span_corruption()
+    register_synthetic_task()
+
+
+_register_everything()

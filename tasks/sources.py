@@ -7,7 +7,7 @@ import seqio
 import tensorflow as tf
 
 from ct5x.errors import UserInputError
-from ct5x_tasks import settings
+from ct5x_tasks import task_settings
 from ct5x_tasks.family import Family, Formatting
 from ct5x_tasks.folds import read_folds
 from ct5x_tasks.naming import Variant, fraction_key
@@ -51,11 +51,11 @@ def fold_ids(folds: Mapping, variant: Variant, split: str, where: str) -> Sequen
 
 def select_records(family: Family, variant: Variant, split: str) -> list[Record]:
     """The records of one split of a variant: the source split, or the fold's part."""
-    folder = settings.dataset_dir(family.base, family.folder, variant.site)
+    folder = task_settings.dataset_dir(family.base, family.folder, variant.site)
     records = family.load(folder)
     if variant.fold is None:
         return [record for record in records if record.split == _SOURCE_SPLIT[split]]
-    path = settings.folds_file(family.base, family.folder, variant.site)
+    path = task_settings.folds_file(family.base, family.folder, variant.site)
     folds = read_folds(path, family, folder)
     by_id = {record.id: record for record in records}
     if "format" not in folds:  # written before ids were stable (Stigma's `row<n>`)
@@ -77,7 +77,7 @@ def examples_of(family: Family, variant: Variant, split: str) -> list[dict[str, 
         input_length=family.input_length_for(variant.flan),
         counter=token_counter(),
         split=split,
-        anchor_compatible=settings.anchor_settings(),
+        anchor_compatible=task_settings.anchor_compatible(),
     )
     return family.to_examples(select_records(family, variant, split), formatting)
 

@@ -33,7 +33,8 @@ import seqio
 import tensorflow as tf
 
 from ct5x.errors import UserInputError
-from ct5x_tasks import registration, settings, squad
+from ct5x_tasks import squad, task_settings
+from ct5x_tasks.catalog import Selection, TaskInfo
 from ct5x_tasks.naming import Variant
 from ct5x_tasks.vocabulary import output_features
 
@@ -199,7 +200,7 @@ def document_source(name: str, config: SpanCorruptionSettings) -> seqio.Function
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         del shuffle_files, seed  # seqio shuffles examples later
-        folder = settings.dataset_dir(name, name)
+        folder = task_settings.dataset_dir(name, name)
         held_out = split == "validation"
 
         def generate():
@@ -217,6 +218,8 @@ def document_source(name: str, config: SpanCorruptionSettings) -> seqio.Function
 def register_span_corruption(name: str = DEFAULT_TASK,
                              config: SpanCorruptionSettings = SpanCorruptionSettings()) -> None:
     """Register (or replace) the span-corruption task `name` over DATA_DIR/<name>."""
+    from ct5x_tasks.registration import register_task_info  # registers the rest first
+
     seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name,
@@ -232,5 +235,6 @@ def register_span_corruption(name: str = DEFAULT_TASK,
         metric_fns=[token_f1],
     )
     # The trainer asks the registry for a task's lengths and decoding settings.
-    registration.register_task_info(registration.TaskInfo(
-        name, Variant(name), input_length=INPUTS_LENGTH, target_length=TARGETS_LENGTH, num_beams=1))
+    register_task_info(TaskInfo(
+        name, Variant(name), input_length=INPUTS_LENGTH, target_length=TARGETS_LENGTH, num_beams=1,
+        selection=Selection("token_f1")))

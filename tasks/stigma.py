@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting, simple_examples
 from ct5x_tasks.labels import STIGMA_LABELS
+from ct5x_tasks.naming import NUM_FOLDS
 from ct5x_tasks.records import SOURCE_SPLITS, BadRecord, Record, bad_records, read_csv
 
 COLUMNS = ("keyword_category", "split", "fold_eval", "note_text", "label")
-NUM_FOLDS = 5
 SITES = ("ood",)
 
 

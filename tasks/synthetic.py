@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable
 
 from ct5x_tasks.labels import CLIP_LABELS
-from ct5x_tasks.settings import CustomTaskSettings
+from ct5x_tasks.task_settings import CustomTaskSettings
 
 TASK = "synthetic_followup"
 SETTINGS = CustomTaskSettings(

@@ -1,9 +1,10 @@
 """The tasks' vocabulary: the model's own spiece.model, chosen after the tasks are registered.
 
-Tasks are registered at import time, long before a run knows its checkpoint, so every task holds
-the one `VOCABULARY` object below, which finds its SentencePiece model when first used:
-`set_vocabulary_path(path)` (the trainer passes the checkpoint's spiece.model), else the gin binding
-`ct5x_tasks.vocabulary_settings.path`, else the environment variable CT5X_VOCABULARY.
+Tasks are registered long before a run knows its checkpoint, so every task holds the one
+`VOCABULARY` object below, which finds its SentencePiece model when used: the `vocabulary_path`
+(and `extra_ids`) of the task settings in force (`ct5x_tasks.settings(...)`, the trainer's
+`set_vocabulary_path`, the gin binding `ct5x_tasks.vocabulary_settings.path`, or the environment
+variable CT5X_VOCABULARY).
 """
 
 import os
@@ -13,27 +14,15 @@ import seqio
 import tensorflow as tf
 
 from ct5x.errors import UserInputError
-from ct5x_tasks.settings import vocabulary_settings
-
-_explicit: dict[str, object] = {"path": None, "extra_ids": 0}
-
-
-def set_vocabulary_path(path: str | os.PathLike | None, extra_ids: int = 0) -> None:
-    """Use this spiece.model for every task (None forgets the choice)."""
-    _explicit["path"] = None if path is None else os.fspath(path)
-    _explicit["extra_ids"] = extra_ids
+from ct5x_tasks import task_settings
 
 
 def vocabulary_source() -> tuple[str | None, int]:
     """The configured (path, extra_ids), or (None, 0) when nothing is set."""
-    if _explicit["path"]:
-        return str(_explicit["path"]), int(_explicit["extra_ids"])
-    path, extra_ids = vocabulary_settings()
-    if path:
-        return path, extra_ids
-    if os.environ.get("CT5X_VOCABULARY"):
-        return os.environ["CT5X_VOCABULARY"], 0
-    return None, 0
+    resolved = task_settings.current()
+    if not resolved.vocabulary_path:
+        return None, 0
+    return resolved.vocabulary_path, resolved.extra_ids
 
 
 class ModelVocabulary(seqio.Vocabulary):
@@ -49,7 +38,8 @@ class ModelVocabulary(seqio.Vocabulary):
         path, extra_ids = vocabulary_source()
         if path is None:
             raise UserInputError(
-                "no vocabulary: call ct5x_tasks.set_vocabulary_path(spiece.model), bind "
+                "no vocabulary: use ct5x_tasks.settings(vocabulary_path=...) or "
+                "ct5x_tasks.set_vocabulary_path(spiece.model), bind "
                 "ct5x_tasks.vocabulary_settings.path in gin, or set CT5X_VOCABULARY"
             )
         if not os.path.isfile(path):

@@ -11,8 +11,6 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 
-from ct5x_tasks.vocabulary import VOCABULARY
-
 logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"\S+")
@@ -48,6 +46,8 @@ class TokenCounter:
 
 def token_counter() -> TokenCounter:
     """A counter using the configured vocabulary, else the whitespace approximation (logged)."""
+    from ct5x_tasks.vocabulary import VOCABULARY  # SeqIO and TensorFlow: only when data is built
+
     return TokenCounter(VOCABULARY.token_lengths if VOCABULARY.is_configured() else None)
 
 

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ct5x.checkpoints.atomic import staged_directory, write_bytes
+from ct5x.atomic import staged_directory, write_bytes
 from ct5x.checkpoints.detect import HF, T5X_LEGACY, detect_format, locate
 from ct5x.checkpoints.hf import CONFIG_FILE, config_json, read_config, read_hf, write_hf
 from ct5x.checkpoints.orbax_io import read_orbax, write_orbax

@@ -11,14 +11,15 @@ import importlib
 
 _EXPORTS = {
     "EvaluationSettings": "ct5x.evaluation.scoring",
-    "EvaluationSummary": "ct5x.evaluation.scoring",
+    "EvaluationOutcome": "ct5x.evaluation.scoring",
     "evaluate_runs": "ct5x.evaluation.scoring",
-    "ReportSettings": "ct5x.evaluation.summary",
+    "ReportSettings": "ct5x.evaluation.report_numbers",
+    "find_metrics_files": "ct5x.evaluation.collect",
     "write_report": "ct5x.evaluation.report",
 }
 
-__all__ = ["EvaluationSettings", "EvaluationSummary", "ReportSettings", "evaluate_runs",
-           "write_report"]
+__all__ = ["EvaluationOutcome", "EvaluationSettings", "ReportSettings", "evaluate_runs",
+           "find_metrics_files", "write_report"]
 
 
 def __getattr__(name: str):

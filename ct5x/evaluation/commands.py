@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ct5x.cli import EXIT_BAD_INPUT, positive_int
+from ct5x.arguments import positive_int
+from ct5x.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    """Exit 1 when scoring a run hit a bug (its traceback with --verbose), else 2 when a run's
+    input could not be used, else 0."""
     from ct5x.evaluation.scoring import EvaluationSettings, evaluate_runs
 
     settings = EvaluationSettings(
@@ -22,17 +25,26 @@ def evaluate_command(args: argparse.Namespace) -> int:
         length_penalty_style=args.length_penalty_style,
         alpha=args.alpha,
     )
-    summary = evaluate_runs(args.runs, settings, show_progress=not args.no_progress)
-    for directory, reason in summary.failed:
+    outcome = evaluate_runs(args.runs, settings, show_progress=not args.no_progress)
+    for directory, reason in outcome.failed:
         print(f"ct5x evaluate: error: {directory}: {reason}", file=sys.stderr)
-    print(f"{len(summary.scored)} scored, {len(summary.skipped)} skipped, "
-          f"{len(summary.failed)} failed")
-    return EXIT_BAD_INPUT if summary.failed else 0
+    for directory, reason, trace in outcome.internal_errors:
+        if args.verbose:
+            print(trace, file=sys.stderr, end="")
+        print(f"ct5x evaluate: internal error: {directory}: {reason}"
+              + ("" if args.verbose else " (--verbose shows the traceback)"), file=sys.stderr)
+    print(f"{len(outcome.scored)} scored, {len(outcome.skipped)} skipped, "
+          f"{len(outcome.failed)} failed, {len(outcome.internal_errors)} internal errors")
+    if outcome.internal_errors:
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT if outcome.failed else EXIT_OK
 
 
 def report_command(args: argparse.Namespace) -> int:
+    """Writes the report; exit 2 after writing it when some files or rows could not be used."""
+    from ct5x.evaluation.collect import find_metrics_files
     from ct5x.evaluation.report import write_report
-    from ct5x.evaluation.summary import ReportSettings
+    from ct5x.evaluation.report_numbers import ReportSettings
 
     settings = ReportSettings(
         bootstrap_resamples=args.bootstrap_resamples,
@@ -40,9 +52,11 @@ def report_command(args: argparse.Namespace) -> int:
         paper=args.paper,
         num_folds=args.num_folds,
     )
-    report = write_report(args.runs, args.out, settings)
+    report = write_report(find_metrics_files(args.runs), args.out, settings)
     print(f"wrote {len(report['tables'])} tables to {args.out}")
-    return 0
+    for problem in report["problems"]:
+        print(f"ct5x report: error: {problem['where']}: {problem['reason']}", file=sys.stderr)
+    return EXIT_BAD_INPUT if report["problems"] else EXIT_OK
 
 
 def register_command(commands) -> None:
@@ -63,8 +77,9 @@ def register_command(commands) -> None:
                           help="score in-domain runs on this site's data (out-of-domain); "
                                "writes metrics_site_<site>.json")
     evaluate.add_argument("--anchor-compatible", action="store_true", default=None,
-                          help="score as the study's code did (as `ct5x metrics "
-                               "--anchor-compatible`); default: CT5X_ANCHOR_COMPATIBLE, else off")
+                          help="expect runs trained in the study's mode: every run is scored in "
+                               "the mode its run.json records, and one that disagrees is an "
+                               "error (runs recorded before the mode was: this mode)")
     evaluate.add_argument("--length-penalty-style", choices=("hf", "t5x"), default="hf",
                           help="beam scoring convention (default hf, as the paper's runs)")
     evaluate.add_argument("--alpha", type=float, default=None,
@@ -75,14 +90,17 @@ def register_command(commands) -> None:
     report = commands.add_parser(
         "report", help="tables, statistics and plots from the scored runs"
     )
-    report.add_argument("--runs", required=True, help="folder searched for metrics.json")
+    report.add_argument("--runs", required=True,
+                        help="folder searched for metrics.json (an experiment folder of "
+                             "`ct5x sweep run`, or any folder of scored runs)")
     report.add_argument("--out", required=True, help="folder to write the report into")
     report.add_argument("--bootstrap-resamples", type=positive_int, default=100,
                         help="resamples of the paper's bootstrap interval (default 100)")
     report.add_argument("--seed", type=int, default=42,
                         help="seed of the paper's bootstrap interval (default 42)")
-    report.add_argument("--num-folds", type=positive_int, default=5,
-                        help="folds every model must have in each table (default 5)")
+    report.add_argument("--num-folds", type=positive_int, default=None,
+                        help="folds every model must have in each table (default: the task's)")
     report.add_argument("--paper", action="store_true",
-                        help="print the paper's published number beside each matching cell")
-    report.set_defaults(run=report_command)
+                        help="print the paper's published number beside each matching cell, "
+                             "marked where the cell was computed in another mode")
+    report.set_defaults(run=report_command, frameworks=False)

@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from ct5x.checkpoints.atomic import write_bytes
-from ct5x.evaluation.tables import scaled
+from ct5x.atomic import write_bytes
+from ct5x.evaluation.render import scaled
 
 FORMATS = ("png", "svg")
 
@@ -47,10 +47,10 @@ def _point(table: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[float, flo
     """(mean, lower error, upper error) of a row's selection metric, as printed (percent)."""
     metric = table["selection_metric"]
     cell = row["metrics"][metric]
-    centre = scaled(metric, cell["mean"])
+    centre = scaled(table, metric, cell["mean"])
     if cell["t_interval"] is None:
         return centre, 0.0, 0.0
-    low, high = (scaled(metric, v) for v in cell["t_interval"])
+    low, high = (scaled(table, metric, v) for v in cell["t_interval"])
     return centre, centre - low, high - centre
 
 

@@ -1,9 +1,11 @@
-"""`evaluate_runs`: decode each finished run's test split with its best checkpoint and score it.
+"""`evaluate_runs`: decode each finished run's test split with its best checkpoint and score it,
+as the run was trained: its recorded data locations, feature lengths, anchor mode and scoring.
 
 Beside each run.json it writes `predictions.jsonl` (id, prediction, target; the input only on
 request) and `metrics.json`. A run already scored at the same checkpoint step is skipped unless
-`force`; an unfinished run is skipped with a warning; a run that cannot be scored is named in one
-line and the others still run.
+`force`; an unfinished run is skipped with a warning; a run whose input cannot be used is named in
+one line, a bug while scoring one is recorded as an internal error (with its traceback), and the
+others still run.
 """
 
 from __future__ import annotations
@@ -12,31 +14,32 @@ import dataclasses
 import json
 import logging
 import pathlib
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
+import ct5x_tasks
+from ct5x.atomic import write_json
 from ct5x.checkpoints import load_checkpoint
-from ct5x.checkpoints.atomic import write_bytes
 from ct5x.errors import UserInputError
 from ct5x.evaluation.progress import EvaluationProgress
-from ct5x.evaluation.runs import METRICS_FILE, PREDICTIONS_FILE, Run, find_run_files, read_run
-from ct5x.evaluation.splits import (
-    EvaluationSplit,
-    build_split,
-    data_settings_applied,
-    paper_base_task,
-    selection_metric,
-    setting_name,
-    split_sha256,
-    task_vocabulary,
-)
+from ct5x.evaluation.splits import EvaluationSplit, build_split, setting_name, split_sha256
 from ct5x.inference import batches, pad_rows, round_up
 from ct5x.jsonl import write_atomic
 from ct5x.models import DecodingOptions, EncoderDecoderModel
+from ct5x.run_record import (
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    TEST_METRICS_FILE,
+    RunRecord,
+    read_run_record,
+)
 from ct5x.vocabulary import load_vocabulary
+from ct5x_tasks.catalog import SCORING
+from ct5x_tasks.task_settings import ANCHOR_VARIABLE, environment_flag
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,9 @@ class EvaluationSettings:
     # Score on this site's data instead (out-of-domain): the same task read from the site's
     # directory (data_settings.site_dirs or CT5X_SITE_DIR_<SITE>).
     test_site: str | None = None
-    # Score as the study's code did (`ct5x metrics --anchor-compatible`); None: the configured
-    # switch (CT5X_ANCHOR_COMPATIBLE), else off.
+    # The anchor mode asked for (`--anchor-compatible`). A run records its own mode and is scored
+    # in it; asking for another is an error. Only runs recorded before the mode was (run.json
+    # schema 1) take it from here, else from CT5X_ANCHOR_COMPATIBLE, else off.
     anchor_compatible: bool | None = None
     # "hf" (transformers' generate, the paper's stack) or "t5x"; alpha as in DecodingOptions.
     length_penalty_style: str = "hf"
@@ -63,12 +67,23 @@ class EvaluationSettings:
 
 
 @dataclasses.dataclass
-class EvaluationSummary:
-    """What happened to each run directory found."""
+class EvaluationOutcome:
+    """What happened to each run directory found: scored, skipped (why), failed on its input
+    (the one-line reason), or failed on a bug (the reason and the traceback)."""
 
     scored: list[pathlib.Path] = dataclasses.field(default_factory=list)
     skipped: list[tuple[pathlib.Path, str]] = dataclasses.field(default_factory=list)
     failed: list[tuple[pathlib.Path, str]] = dataclasses.field(default_factory=list)
+    internal_errors: list[tuple[pathlib.Path, str, str]] = dataclasses.field(
+        default_factory=list)
+
+
+def find_run_files(root: str | pathlib.Path) -> list[pathlib.Path]:
+    """Every run.json under `root` (any depth), sorted so runs are visited in a stable order."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise UserInputError(f"--runs {root}: not a directory")
+    return sorted(root.rglob(RUN_FILE))
 
 
 def output_names(split: str, test_site: str | None = None) -> tuple[str, str]:
@@ -76,23 +91,39 @@ def output_names(split: str, test_site: str | None = None) -> tuple[str, str]:
     otherwise `_<split>` and then `_site_<site>` before the extension (metrics_site_ood.json)."""
     suffix = ("" if split == "test" else f"_{split}") + (f"_site_{test_site}" if test_site else "")
     if not suffix:
-        return PREDICTIONS_FILE, METRICS_FILE
+        return PREDICTIONS_FILE, TEST_METRICS_FILE
     return f"predictions{suffix}.jsonl", f"metrics{suffix}.json"
 
 
-def scored_task(run: Run, test_site: str | None) -> str:
+def scored_task(directory: pathlib.Path, record: RunRecord, test_site: str | None) -> str:
     """The registered task whose split is scored: the run's own, or its variant at a site."""
-    from ct5x_tasks import Variant, task_info
-
-    variant = task_info(run.task).variant
+    variant = record.variant
     if test_site is None:
-        return run.task
+        return record.task
     if variant.site is not None:
-        raise UserInputError(f"{run.directory}: task {run.task!r} already reads site "
+        raise UserInputError(f"{directory}: task {record.task!r} already reads site "
                              f"{variant.site!r}; --test-site applies to in-domain runs")
-    site_task = Variant(variant.base, variant.flan, variant.deid, site=test_site).name
-    task_info(site_task)  # an unknown site or a task without sites names the nearest tasks
+    site_task = ct5x_tasks.Variant(variant.base, variant.flan, variant.deid, site=test_site).name
+    ct5x_tasks.task_info(site_task)  # an unknown site or a task without sites names the nearest
     return site_task
+
+
+def anchor_mode(directory: pathlib.Path, record: RunRecord, asked: bool | None) -> bool:
+    """The anchor mode to score in: the one run.json records. `--anchor-compatible` or
+    CT5X_ANCHOR_COMPATIBLE disagreeing with it is an error naming both; a schema-1 record (no
+    mode recorded) takes the flag, else the environment, else off."""
+    environment = environment_flag(ANCHOR_VARIABLE)
+    recorded = record.anchor_compatible
+    if recorded is None:
+        return bool(asked if asked is not None else environment)
+    for source, value in (("--anchor-compatible", asked), (ANCHOR_VARIABLE, environment)):
+        if value is not None and value != recorded:
+            raise UserInputError(
+                f"{directory / RUN_FILE}: the run was trained with anchor_compatible="
+                f"{json.dumps(recorded)}, but {source} asks for {json.dumps(value)}; it is scored "
+                "as it was trained (drop the flag or variable)"
+            )
+    return recorded
 
 
 _PREDICTORS: dict[tuple, Callable] = {}
@@ -126,26 +157,21 @@ def decode(model, params, vocabulary, split_data: EvaluationSplit, options: Deco
     return predictions
 
 
-def score(task: str, targets: list, predictions: list[str],
-          anchor_compatible: bool = False) -> dict[str, float]:
-    """The task's metrics: `ct5x metrics` for the paper's tasks, the registered task's own metric
-    functions for a user's task."""
-    from ct5x_tasks import get_provider
+def score(task: str, scored_as: str | None, targets: list, predictions: list[str],
+          anchor_compatible: bool) -> dict[str, float]:
+    """The metrics of the paper task the run is scored as, or, without one, the registered task's
+    own metric functions. A scoring bug raises as it is; bad gold targets are UserInputError."""
     from ct5x_tasks.metrics import compute_metrics
 
-    base = paper_base_task(task)
-    try:
-        if base is not None:
-            return compute_metrics(base, targets, predictions, anchor_compatible)
-        provider = get_provider(task)
-        gold = [provider.postprocess_fn(t, is_target=True) for t in targets]
-        predicted = [provider.postprocess_fn(p) for p in predictions]
-        results: dict[str, float] = {}
-        for metric_fn in provider.metric_fns:
-            results.update(metric_fn(gold, predicted))
-        return {name: float(value) for name, value in results.items()}
-    except ValueError as error:
-        raise UserInputError(f"task {task!r}: cannot score ({error})") from None
+    if scored_as is not None:
+        return compute_metrics(scored_as, targets, predictions, anchor_compatible)
+    provider = ct5x_tasks.get_provider(task)
+    gold = [provider.postprocess_fn(t, is_target=True) for t in targets]
+    predicted = [provider.postprocess_fn(p) for p in predictions]
+    results: dict[str, float] = {}
+    for metric_fn in provider.metric_fns:
+        results.update(metric_fn(gold, predicted))
+    return {name: float(value) for name, value in results.items()}
 
 
 def _already_scored(path: pathlib.Path, step: int) -> bool:
@@ -157,18 +183,17 @@ def _already_scored(path: pathlib.Path, step: int) -> bool:
     return isinstance(previous, dict) and previous.get("checkpoint_step") == step
 
 
-def metrics_record(run: Run, split_data: EvaluationSplit, targets_digest: str,
-                   metrics: dict[str, float], options: DecodingOptions,
-                   anchor_compatible: bool) -> dict[str, Any]:
-    """metrics.json: the run's experiment cell, what was scored, and the scores. The cell is the
-    trained variant's, with the site of the data scored (a run tested at another site)."""
-    from ct5x_tasks import task_info
-
-    trained = task_info(run.task).variant
-    variant = dataclasses.replace(trained, site=split_data.task.variant.site)
+def metrics_record(record: RunRecord, split_data: EvaluationSplit, targets_digest: str,
+                   metrics: dict[str, float], options: DecodingOptions, anchor_compatible: bool,
+                   scored_as: str | None) -> dict[str, Any]:
+    """metrics.json: the run's experiment cell, what was scored, how, and the scores. The cell is
+    the trained variant's, with the site of the data scored (a run tested at another site)."""
+    variant = dataclasses.replace(record.variant, site=split_data.task.variant.site)
+    selection = record.selection or split_data.task.selection
+    scoring = SCORING.get(scored_as) if scored_as else None
     return {
-        "model": run.model,
-        "task": run.task,
+        "model": record.model,
+        "task": record.task,
         "test_task": split_data.task.name,
         "base_task": variant.base,
         "setting": setting_name(variant),
@@ -178,48 +203,53 @@ def metrics_record(run: Run, split_data: EvaluationSplit, targets_digest: str,
         "prompt": "flan" if variant.flan else "t5",
         "deid": variant.deid,
         "split": split_data.split,
-        "checkpoint_step": run.checkpoint_step,
+        "checkpoint_step": record.checkpoint_step,
         "test_sha256": targets_digest,
         "n_examples": len(split_data.ids),
-        "selection_metric": selection_metric(run.task),
+        "selection_metric": selection.metric if selection else None,
+        "scored_as": scored_as,
+        "count_metrics": list(scoring.count_metrics if scoring else ()),
+        "num_folds": record.num_folds,
         "decoding": dataclasses.asdict(options),
         "anchor_compatible": anchor_compatible,
         "metrics": metrics,
     }
 
 
-def evaluate_run(run: Run, settings: EvaluationSettings, progress: EvaluationProgress) -> None:
+def evaluate_run(directory: pathlib.Path, record: RunRecord, settings: EvaluationSettings,
+                 progress: EvaluationProgress) -> None:
     """Decode and score one run, writing its predictions and metrics files."""
-    from ct5x_tasks import task_info
-    from ct5x_tasks.metrics import resolve_anchor
-
-    task = scored_task(run, settings.test_site)
-    info = task_info(task)
-    if not run.checkpoint_dir.is_dir():
-        raise UserInputError(f"{run.checkpoint_dir}: checkpoint not found (run.json names step "
-                             f"{run.checkpoint_step})")
-    checkpoint = load_checkpoint(run.checkpoint_dir)
-    if checkpoint.vocabulary_path is None and run.vocabulary:
-        checkpoint = dataclasses.replace(checkpoint, vocabulary_path=run.vocabulary)
+    checkpoint_dir = directory / f"checkpoint_{record.checkpoint_step}"
+    if not checkpoint_dir.is_dir():
+        raise UserInputError(f"{checkpoint_dir}: checkpoint not found (run.json names step "
+                             f"{record.checkpoint_step})")
+    task = scored_task(directory, record, settings.test_site)
+    anchor_compatible = anchor_mode(directory, record, settings.anchor_compatible)
+    checkpoint = load_checkpoint(checkpoint_dir)
+    if checkpoint.vocabulary_path is None and record.vocabulary:
+        checkpoint = dataclasses.replace(checkpoint, vocabulary_path=record.vocabulary)
     vocabulary = load_vocabulary(checkpoint)
-    data_settings = dict(run.data_settings)
+    locations = dataclasses.asdict(record.data_settings)
     if settings.data_dir:
-        data_settings["data_dir"] = settings.data_dir
-    with data_settings_applied(data_settings), \
-            task_vocabulary(checkpoint.vocabulary_path, vocabulary.extra_ids):
-        split_data = build_split(task, settings.split)
-    options = DecodingOptions(
-        num_beams=info.num_beams,
-        max_decode_length=info.decode_length,
-        length_penalty_style=settings.length_penalty_style,
-        alpha=settings.alpha,
-    )
-    model = EncoderDecoderModel(checkpoint.config.replace(dropout_rate=0.0))
-    advance = progress.start_run(run.directory.name, len(split_data.ids))
-    predictions = decode(model, jax.device_put(checkpoint.params), vocabulary, split_data, options,
-                         settings.batch_size, advance)
-    anchor_compatible = resolve_anchor(settings.anchor_compatible)
-    metrics = score(task, split_data.targets, predictions, anchor_compatible)
+        locations["data_dir"] = settings.data_dir
+    lengths = record.task_feature_lengths
+    with ct5x_tasks.settings(**locations, anchor_compatible=anchor_compatible,
+                             vocabulary_path=checkpoint.vocabulary_path,
+                             extra_ids=vocabulary.extra_ids):
+        split_data = build_split(task, settings.split, lengths)
+        # A schema-1 record names no scoring: the registered task's, looked up by exact name.
+        scored_as = record.scored_as if record.schema_version >= 2 else split_data.task.scored_as
+        options = DecodingOptions(
+            num_beams=split_data.task.num_beams,
+            max_decode_length=split_data.task.decode_length_for(lengths["targets"]),
+            length_penalty_style=settings.length_penalty_style,
+            alpha=settings.alpha,
+        )
+        model = EncoderDecoderModel(checkpoint.config.replace(dropout_rate=0.0))
+        advance = progress.start_run(directory.name, len(split_data.ids))
+        predictions = decode(model, jax.device_put(checkpoint.params), vocabulary, split_data,
+                             options, settings.batch_size, advance)
+        metrics = score(task, scored_as, split_data.targets, predictions, anchor_compatible)
     lines = []
     for i, prediction in enumerate(predictions):
         line = {"id": split_data.ids[i], "prediction": prediction, "target": split_data.targets[i]}
@@ -227,36 +257,40 @@ def evaluate_run(run: Run, settings: EvaluationSettings, progress: EvaluationPro
             line["inputs"] = split_data.inputs[i]
         lines.append(line)
     predictions_name, metrics_name = output_names(settings.split, settings.test_site)
-    write_atomic(run.directory / predictions_name, lines)
+    write_atomic(directory / predictions_name, lines)
     digest = split_sha256(split_data.ids, split_data.targets)
-    record = metrics_record(run, split_data, digest, metrics, options, anchor_compatible)
-    write_bytes(run.directory / metrics_name, (json.dumps(record, indent=2) + "\n").encode())
+    write_json(directory / metrics_name, metrics_record(
+        record, split_data, digest, metrics, options, anchor_compatible, scored_as))
 
 
 def evaluate_runs(runs_dir: str | pathlib.Path,
                   settings: EvaluationSettings = EvaluationSettings(),
-                  show_progress: bool = True) -> EvaluationSummary:
-    """Score every run directory under `runs_dir`; failures are collected in the summary, not
+                  show_progress: bool = True) -> EvaluationOutcome:
+    """Score every run directory under `runs_dir`; failures are collected in the outcome, not
     raised, so that one bad run does not stop the grid."""
     if settings.batch_size < 1:
         raise UserInputError(f"--batch-size={settings.batch_size}: must be at least 1")
-    summary = EvaluationSummary()
+    outcome = EvaluationOutcome()
     run_files = find_run_files(runs_dir)
     with EvaluationProgress(len(run_files), enabled=show_progress) as progress:
         for run_file in run_files:
             directory = run_file.parent
             try:
-                run = read_run(run_file)
+                record = read_run_record(run_file)
                 metrics_path = directory / output_names(settings.split, settings.test_site)[1]
-                if not run.finished:
+                if not record.finished:
                     log.warning("%s: training has not finished; skipped", directory)
-                    summary.skipped.append((directory, "unfinished"))
-                elif not settings.force and _already_scored(metrics_path, run.checkpoint_step):
-                    summary.skipped.append((directory, "already scored"))
+                    outcome.skipped.append((directory, "unfinished"))
+                elif not settings.force and _already_scored(metrics_path, record.checkpoint_step):
+                    outcome.skipped.append((directory, "already scored"))
                 else:
-                    evaluate_run(run, settings, progress)
-                    summary.scored.append(directory)
+                    evaluate_run(directory, record, settings, progress)
+                    outcome.scored.append(directory)
             except UserInputError as error:
-                summary.failed.append((directory, str(error)))
+                outcome.failed.append((directory, str(error)))
+            except Exception as error:  # noqa: BLE001 - a bug in one run must not stop the grid
+                first_line = (str(error).splitlines() or [""])[0]
+                outcome.internal_errors.append(
+                    (directory, f"{type(error).__name__}: {first_line}", traceback.format_exc()))
             progress.finish_run()
-    return summary
+    return outcome

@@ -3,7 +3,8 @@
 - plan: every run of the grid with its MODEL_DIR and `ct5x train` command, and the total; needs no
   checkpoint or data.
 - run: trains the runs here one after another (resumable), chooses learning rates by mean
-  validation score over folds, scores the chosen runs and writes the report.
+  validation score over complete folds, scores the chosen runs and writes the report, which lists
+  every failed or missing run (the exit code is then 1, after the report is written).
 - slurm / tpu: write launch scripts that run the same grid on a SLURM cluster or a TPU VM.
 """
 
@@ -13,24 +14,26 @@ import argparse
 import dataclasses
 import sys
 
+from ct5x.errors import EXIT_FAILED, EXIT_OK, UserInputError
+from ct5x.gin_utils import parse_gin_flags
 from ct5x.sweep import launchers
 from ct5x.sweep.plan import load_runs, plan_jsonl, plan_table, select
 
-GIN_FLAG = "--gin."
-
 
 class GinFlagParser(argparse.ArgumentParser):
-    """Accepts T5X's `--gin.NAME=VALUE` flags (any NAME) into `args.gin_bindings`."""
+    """Takes T5X's gin bindings (`--gin.NAME=VALUE`, `--gin_bindings=...`; `gin_utils`) into
+    `args.gin_bindings`; the experiment file is the positional argument."""
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)
-        bindings = [arg[len(GIN_FLAG):] for arg in args if arg.startswith(GIN_FLAG)]
-        for binding in bindings:
-            if "=" not in binding:
-                self.error(f"{GIN_FLAG}{binding}: expected {GIN_FLAG}NAME=VALUE")
-        rest = [arg for arg in args if not arg.startswith(GIN_FLAG)]
+        try:
+            gin_flags, rest = parse_gin_flags(args)
+        except UserInputError as error:
+            self.error(str(error))
+        if gin_flags.files or gin_flags.search_paths:
+            self.error("give the experiment gin file as the argument, not --gin_file")
         namespace, extras = super().parse_known_args(rest, namespace)
-        namespace.gin_bindings = bindings
+        namespace.gin_bindings = list(gin_flags.bindings)
         return namespace, extras
 
 
@@ -48,7 +51,7 @@ def plan_command(args: argparse.Namespace) -> int:
         sys.stdout.write(plan_jsonl(runs))
     else:
         sys.stdout.write(plan_table(experiment, runs, commands=not args.no_commands))
-    return 0
+    return EXIT_OK
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -61,17 +64,22 @@ def run_command(args: argparse.Namespace) -> int:
         if args.multihost:  # every host starts the trainer; it joins them (jax.distributed)
             runs = [dataclasses.replace(run, bindings=(*run.bindings, "MULTIHOST=True"))
                     for run in runs]
-        summary = runner.train_runs(runs)
-        print(f"trained {len(summary.trained)}, skipped {len(summary.skipped)} finished, "
-              f"failed {len(summary.failed)}")
-        for run, message in summary.failed:
+        outcome = runner.train_runs(runs)
+        print(f"trained {len(outcome.trained)}, skipped {len(outcome.skipped)} finished, "
+              f"failed {len(outcome.failed)}")
+        for run, message in outcome.failed:
             print(f"failed: {run.model_dir}: {message}")
         if args.no_report:
-            return 1 if summary.failed else 0
+            return EXIT_FAILED if outcome.failed else EXIT_OK
     report_runs = select(all_runs, args.only)
-    result = runner.evaluate_and_report(experiment, report_runs)
+    result = runner.evaluate_and_report(experiment, report_runs,
+                                        allow_incomplete=args.allow_incomplete)
     print(f"report: {result['report_dir']}")
-    return 1 if result["unresolved"] or result["evaluation_failures"] else 0
+    if result["problems"]:
+        print(f"{len(result['problems'])} runs or rows are failed or missing; the report lists "
+              "them under 'Failed and missing runs'")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _launcher_args(args: argparse.Namespace):
@@ -89,7 +97,7 @@ def slurm_command(args: argparse.Namespace) -> int:
     paths = launchers.write_slurm(out, experiment.name, len(runs), args.experiment,
                                   args.gin_bindings, settings)
     print(f"wrote {', '.join(map(str, paths))}; submit with: bash {paths[-1]}")
-    return 0
+    return EXIT_OK
 
 
 def tpu_command(args: argparse.Namespace) -> int:
@@ -98,7 +106,7 @@ def tpu_command(args: argparse.Namespace) -> int:
     paths = launchers.write_tpu(out, experiment.name, len(runs), args.experiment,
                                 args.gin_bindings, settings)
     print(f"wrote {paths[0]}; start with: bash {paths[0]}")
-    return 0
+    return EXIT_OK
 
 
 def register_command(commands) -> None:
@@ -111,13 +119,17 @@ def register_command(commands) -> None:
     _add_experiment(plan)
     plan.add_argument("--format", choices=("table", "jsonl"), default="table")
     plan.add_argument("--no-commands", action="store_true", help="table without commands")
-    plan.set_defaults(run=plan_command)
+    plan.set_defaults(run=plan_command, frameworks=False)
 
     run = actions.add_parser("run", help="train the runs here, then evaluate and report")
     _add_experiment(run)
     run.add_argument("--index", type=int, help="only run number INDEX of the plan (0-based)")
     run.add_argument("--no-report", action="store_true", help="train only")
     run.add_argument("--report-only", action="store_true", help="choose, evaluate and report")
+    run.add_argument("--allow-incomplete", action="store_true",
+                     help="choose a group's rate among its complete rates even when another "
+                          "rate lost a fold (the choice is flagged in learning_rates.jsonl and "
+                          "the report)")
     run.add_argument("--multihost", action="store_true",
                      help="join the other hosts first (jax.distributed), as on a TPU VM pod")
     run.set_defaults(run=run_command)
@@ -132,7 +144,7 @@ def register_command(commands) -> None:
     slurm.add_argument("--parallel", type=int, default=8, help="runs at once")
     slurm.add_argument("--partition")
     slurm.add_argument("--account")
-    slurm.set_defaults(run=slurm_command)
+    slurm.set_defaults(run=slurm_command, frameworks=False)
 
     tpu = actions.add_parser("tpu", help="write a script running the grid on a TPU VM")
     _add_experiment(tpu, only=False)
@@ -142,4 +154,4 @@ def register_command(commands) -> None:
     tpu.add_argument("--project", required=True)
     tpu.add_argument("--remote-setup", default=launchers.TpuSettings.remote_setup,
                      help="shell command run first on every worker (enter the repository)")
-    tpu.set_defaults(run=tpu_command)
+    tpu.set_defaults(run=tpu_command, frameworks=False)

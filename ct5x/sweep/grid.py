@@ -1,27 +1,29 @@
-"""An experiment's grid — models x settings x folds x learning rates — expanded into runs.
+"""An experiment's grid — models x blocks x folds x learning rates — expanded into runs.
 
-An experiment gin file (gin/experiments/*.gin) binds `EXPERIMENT = @grid.experiment()`; this module
-turns it into one `Run` per fine-tuning job, each with its `ct5x train` command and MODEL_DIR
-`<runs_dir>/<experiment>/<model key>/<task>/lr<rate>`. Nothing here reads a checkpoint or data
-file, so a grid can be planned before either exists.
+An experiment gin file (gin/experiments/*.gin) binds `EXPERIMENT = @grid.experiment()`; its
+`settings` list holds the grid's blocks (tasks x fractions x sites at some rates, `GridBlock`).
+This module turns it into one `GridRun` per fine-tuning job, each with its `ct5x train` command and
+MODEL_DIR `<runs_dir>/<experiment>/<model key>/<task>/lr<rate>`, and checks every run's task
+against the registry's facts (`ct5x_tasks.catalog`). Nothing here reads a checkpoint or data file,
+so a grid can be planned before either exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ct5x.errors import UserInputError
-from ct5x_tasks.catalog import family_of_base
+from ct5x.gin_utils import gin_literal
+from ct5x_tasks.catalog import TaskInfo, variant_info
 from ct5x_tasks.naming import NUM_FOLDS, Variant
 
 PROMPTS = ("t5", "flan")
 _MODEL_FIELDS = {"name", "gin_file", "checkpoint", "prompt", "deid_tasks", "bindings"}
-_SETTING_FIELDS = {
+_BLOCK_FIELDS = {
     "name", "tasks", "models", "fractions", "sites", "learning_rates", "batch_size",
 }
 
@@ -51,8 +53,9 @@ class ModelSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class Setting:
-    """One block of the grid: tasks x fractions x sites, for some models, at some rates.
+class GridBlock:
+    """One block of the grid (an entry of `grid.experiment`'s `settings`): tasks x fractions x
+    sites, for some models, at some rates.
 
     `fractions` holds None for the full training data; `sites` holds None for the default data
     directory; `batch_size` is one size, or a size per fraction.
@@ -79,11 +82,11 @@ class Setting:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """An experiment of the paper: its models, settings and what every run shares."""
+    """An experiment of the paper: its models, grid blocks and what every run shares."""
 
     name: str
     models: tuple[ModelSpec, ...]
-    settings: tuple[Setting, ...]
+    blocks: tuple[GridBlock, ...]
     runs_dir: str
     run_gin_files: tuple[str, ...]
     folds: tuple[int, ...] = tuple(range(NUM_FOLDS))
@@ -91,12 +94,12 @@ class Experiment:
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class GridRun:
     """One fine-tuning job of the grid."""
 
     experiment: str
     model: str
-    setting: str
+    block: str
     task: str
     base_task: str
     fold: int
@@ -118,9 +121,9 @@ class Run:
 
     @property
     def group(self) -> tuple[str, str, str, float | None, str | None]:
-        """What the learning-rate choice averages over folds within: model, setting, task,
+        """What the learning-rate choice averages over folds within: model, block, task,
         fraction and site."""
-        return (self.model, self.setting, self.base_task, self.fraction, self.site)
+        return (self.model, self.block, self.base_task, self.fraction, self.site)
 
     def as_record(self) -> dict[str, Any]:
         """The run as `ct5x sweep plan --format jsonl` prints it."""
@@ -162,11 +165,11 @@ def _as_tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def _setting(index: int, fields: Mapping, model_names: set[str]) -> Setting:
+def _block(index: int, fields: Mapping, model_names: set[str]) -> GridBlock:
     where = f"grid.experiment.settings[{index}]"
     if not isinstance(fields, Mapping):
         raise UserInputError(f"{where}: expected a dict, got {type(fields).__name__}")
-    _check_fields(where, fields, _SETTING_FIELDS, {"name", "tasks", "learning_rates", "batch_size"})
+    _check_fields(where, fields, _BLOCK_FIELDS, {"name", "tasks", "learning_rates", "batch_size"})
     models = fields.get("models")
     if models is not None:
         models = _as_tuple(models)
@@ -180,7 +183,7 @@ def _setting(index: int, fields: Mapping, model_names: set[str]) -> Setting:
     rates = _as_tuple(fields["learning_rates"])
     if not rates or any(not isinstance(r, (int, float)) or r <= 0 for r in rates):
         raise UserInputError(f"{where}.learning_rates: expected positive numbers, got {rates}")
-    return Setting(
+    return GridBlock(
         name=str(fields["name"]),
         tasks=_as_tuple(fields["tasks"]),
         models=models,
@@ -200,7 +203,8 @@ def experiment(
     folds: Sequence[int] = tuple(range(NUM_FOLDS)),
     bindings: Mapping[str, Any] | None = None,
 ) -> Experiment:
-    """An `Experiment` from the plain lists and dicts an experiment gin file binds."""
+    """An `Experiment` from the plain lists and dicts an experiment gin file binds (`settings`:
+    the grid's blocks, each a dict of `GridBlock`'s fields)."""
     specs = tuple(_model_spec(i, fields) for i, fields in enumerate(models))
     names = {spec.name for spec in specs}
     if len(names) != len(specs):
@@ -214,7 +218,7 @@ def experiment(
     return Experiment(
         name=name,
         models=specs,
-        settings=tuple(_setting(i, fields, names) for i, fields in enumerate(settings)),
+        blocks=tuple(_block(i, fields, names) for i, fields in enumerate(settings)),
         runs_dir=runs_dir,
         run_gin_files=tuple(run_gin_files),
         folds=tuple(folds),
@@ -222,57 +226,59 @@ def experiment(
     )
 
 
-def gin_value(value: Any) -> str:
-    """A Python value as a gin literal: strings double-quoted (kind to shell quoting), None as
-    None, numbers with repr."""
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{gin_value(k)}: {gin_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(gin_value(v) for v in value) + "]"
-    return repr(value)
-
-
 def rate_label(rate: float) -> str:
     """1e-4 -> '0.0001', 5e-4 -> '0.0005': a learning rate as it appears in a folder name."""
     return f"{rate:g}" if rate >= 1e-4 else f"{rate:.0e}"
 
 
-def expand(experiment: Experiment) -> list[Run]:
-    """Every run of the grid, in the order the runner starts them (folds innermost)."""
+def expand(experiment: Experiment) -> list[GridRun]:
+    """Every run of the grid, in the order the runner starts them (folds innermost); a run whose
+    task the registry does not offer is an error naming the block."""
     runs = []
-    for setting in experiment.settings:
+    for block in experiment.blocks:
         models = [m for m in experiment.models
-                  if setting.models is None or m.name in setting.models]
+                  if block.models is None or m.name in block.models]
         for model in models:
-            for base in setting.tasks:
-                for site in setting.sites:
-                    for fraction in setting.fractions:
-                        for rate in setting.learning_rates:
+            for base in block.tasks:
+                for site in block.sites:
+                    for fraction in block.fractions:
+                        for rate in block.learning_rates:
                             for fold in experiment.folds:
-                                runs.append(_run(experiment, setting, model, base, site,
+                                runs.append(_run(experiment, block, model, base, site,
                                                  fraction, rate, fold))
     seen = {}
     for run in runs:
         if run.model_dir in seen:
             raise UserInputError(
-                f"experiment {experiment.name}: settings {seen[run.model_dir]!r} and "
-                f"{run.setting!r} both contain run {run.model_dir}"
+                f"experiment {experiment.name}: blocks {seen[run.model_dir]!r} and "
+                f"{run.block!r} both contain run {run.model_dir}"
             )
-        seen[run.model_dir] = run.setting
+        seen[run.model_dir] = run.block
     return runs
 
 
-def _run(experiment: Experiment, setting: Setting, model: ModelSpec, base: str,
-         site: str | None, fraction: float | None, rate: float, fold: int) -> Run:
+def _task_info(block: GridBlock, model: ModelSpec, variant: Variant) -> TaskInfo:
+    """The registry's facts of a run's task, or an error naming the block and the model."""
+    try:
+        info = variant_info(variant)
+        if variant.fold is not None and variant.fold >= info.num_folds:
+            raise UserInputError(f"task {info.name!r} has {info.num_folds} folds")
+        return info
+    except UserInputError as error:
+        raise UserInputError(
+            f"grid.experiment.settings[{block.name!r}], model {model.name!r}: {error}"
+        ) from None
+
+
+def _run(experiment: Experiment, block: GridBlock, model: ModelSpec, base: str,
+         site: str | None, fraction: float | None, rate: float, fold: int) -> GridRun:
     variant = Variant(base, flan=model.prompt == "flan", deid=base in model.deid_tasks,
                       site=site, fold=fold, fraction=fraction)
-    task = variant.name
-    family = family_of_base(base)
-    lengths = {"inputs": family.input_length_for(variant.flan), "targets": family.target_length}
+    info = _task_info(block, model, variant)
+    task = info.name
+    lengths = {"inputs": info.input_length, "targets": info.target_length}
     model_dir = f"{experiment.runs_dir}/{experiment.name}/{model.key}/{task}/lr{rate_label(rate)}"
-    batch_size = setting.batch_size_for(fraction)
+    batch_size = block.batch_size_for(fraction)
     macros = {
         "MODEL_DIR": model_dir,
         "MODEL_NAME": model.name,
@@ -284,9 +290,9 @@ def _run(experiment: Experiment, setting: Setting, model: ModelSpec, base: str,
         **experiment.bindings,
         **model.bindings,
     }
-    bindings = tuple(f"{name}={gin_value(value)}" for name, value in macros.items())
-    return Run(
-        experiment=experiment.name, model=model.name, setting=setting.name, task=task,
+    bindings = tuple(f"{name}={gin_literal(value)}" for name, value in macros.items())
+    return GridRun(
+        experiment=experiment.name, model=model.name, block=block.name, task=task,
         base_task=base, fold=fold, fraction=fraction, site=site, learning_rate=rate,
         batch_size=batch_size, model_dir=model_dir,
         gin_files=(*([model.gin_file] if model.gin_file else []), *experiment.run_gin_files),

@@ -13,7 +13,9 @@ import shlex
 import string
 from collections.abc import Sequence
 
+from ct5x.atomic import write_text
 from ct5x.errors import UserInputError
+from ct5x.gin_utils import gin_flag
 
 _SLURM_ARRAY = string.Template("""\
 #!/usr/bin/env bash
@@ -117,7 +119,7 @@ class TpuSettings:
 
 def sweep_run_command(experiment_file: str, bindings: Sequence[str]) -> str:
     """`ct5x sweep run EXPERIMENT --gin.X=Y ...`, quoted for a POSIX shell."""
-    return shlex.join(["ct5x", "sweep", "run", experiment_file, *[f"--gin.{b}" for b in bindings]])
+    return shlex.join(["ct5x", "sweep", "run", experiment_file, *map(gin_flag, bindings)])
 
 
 def in_double_quotes(text: str) -> str:
@@ -139,11 +141,8 @@ def _directives(settings: SlurmSettings, gpus: bool) -> str:
 
 
 def _write(path: pathlib.Path, text: str) -> pathlib.Path:
-    """Write an executable script (temp file + rename, so a half-written script never runs)."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text.replace("\n\n\n", "\n\n"), encoding="utf-8")
-    temp.chmod(0o755)
-    temp.replace(path)
+    """Write an executable script atomically (a half-written script never runs)."""
+    write_text(path, text.replace("\n\n\n", "\n\n"), mode=0o755)
     return path
 
 

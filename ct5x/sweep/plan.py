@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 
 from ct5x.errors import UserInputError
-from ct5x.sweep.grid import Experiment, Run, expand
+from ct5x.sweep.grid import Experiment, GridRun, expand
 
 
 def load_experiment(path: str, bindings: Sequence[str] = ()) -> Experiment:
@@ -22,7 +22,8 @@ def load_experiment(path: str, bindings: Sequence[str] = ()) -> Experiment:
     return experiment
 
 
-def select(runs: Sequence[Run], only: str | None = None, index: int | None = None) -> list[Run]:
+def select(runs: Sequence[GridRun], only: str | None = None,
+           index: int | None = None) -> list[GridRun]:
     """Runs whose task, model or MODEL_DIR matches the glob `only`, or the one at `index`."""
     if index is not None:
         if not 0 <= index < len(runs):
@@ -39,14 +40,14 @@ def select(runs: Sequence[Run], only: str | None = None, index: int | None = Non
     return chosen
 
 
-def plan_jsonl(runs: Sequence[Run]) -> str:
+def plan_jsonl(runs: Sequence[GridRun]) -> str:
     """One JSON object per run."""
     return "".join(json.dumps(run.as_record()) + "\n" for run in runs)
 
 
-def plan_table(experiment: Experiment, runs: Sequence[Run], commands: bool = True) -> str:
-    """A readable plan: one block per run (index, what it is, MODEL_DIR, command), then the
-    counts per setting and model, and the total."""
+def plan_table(experiment: Experiment, runs: Sequence[GridRun], commands: bool = True) -> str:
+    """A readable plan: one entry per run (index, what it is, MODEL_DIR, command), then the
+    counts per grid block and model, and the total."""
     lines = []
     for index, run in enumerate(runs):
         fraction = "full" if run.fraction is None else f"{run.fraction:g}"
@@ -58,15 +59,15 @@ def plan_table(experiment: Experiment, runs: Sequence[Run], commands: bool = Tru
         lines.append(f"       MODEL_DIR {run.model_dir}")
         if commands:
             lines.append(f"       {run.command}")
-    by_setting = collections.Counter(run.setting for run in runs)
+    by_block = collections.Counter(run.block for run in runs)
     by_model = collections.Counter(run.model for run in runs)
     lines.append("")
-    lines.append("runs per setting: " + ", ".join(f"{k} {v}" for k, v in by_setting.items()))
+    lines.append("runs per block: " + ", ".join(f"{k} {v}" for k, v in by_block.items()))
     lines.append("runs per model: " + ", ".join(f"{k} {v}" for k, v in by_model.items()))
     lines.append(f"total: {len(runs)} runs in experiment {experiment.name}")
     return "\n".join(lines) + "\n"
 
 
-def load_runs(path: str, bindings: Sequence[str] = ()) -> tuple[Experiment, list[Run]]:
+def load_runs(path: str, bindings: Sequence[str] = ()) -> tuple[Experiment, list[GridRun]]:
     experiment = load_experiment(path, bindings)
     return experiment, expand(experiment)

@@ -4,16 +4,15 @@ Runs are trained in this process through `ct5x.train.run`: JAX, TensorFlow and t
 steps of runs with the same shapes are loaded once, which saves a subprocess start (tens of
 seconds) per run, most of a small run's time. A run that raises is reported (traceback in
 MODEL_DIR/sweep_error.log) and the sweep goes on; Ctrl-C stops the sweep, and the next `ct5x
-sweep run` skips finished runs and resumes the interrupted one from its latest checkpoint.
+sweep run` skips finished runs and resumes the interrupted one from its latest checkpoint. The
+report is written from the runs that scored, and lists every run that failed or is missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,37 +20,31 @@ from typing import Any
 
 from rich.console import Console
 
+from ct5x.atomic import write_text
 from ct5x.errors import UserInputError
 from ct5x.jsonl import write_atomic
-from ct5x.sweep.grid import Experiment, Run
+from ct5x.run_record import SWEEP_ERROR_LOG, TEST_METRICS_FILE, read_run_record
+from ct5x.sweep.grid import Experiment, GridRun
 from ct5x.sweep.selection import Choice, choose_learning_rates, chosen_runs
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-
-ERROR_LOG = "sweep_error.log"
 TrainFn = Callable[[Sequence[str], Sequence[str]], dict]
 
 
 @dataclasses.dataclass
-class SweepSummary:
-    """What happened to each run of the sweep."""
+class TrainingOutcome:
+    """What happened to each run of the sweep's training."""
 
-    trained: list[Run] = dataclasses.field(default_factory=list)
-    skipped: list[Run] = dataclasses.field(default_factory=list)
-    failed: list[tuple[Run, str]] = dataclasses.field(default_factory=list)
+    trained: list[GridRun] = dataclasses.field(default_factory=list)
+    skipped: list[GridRun] = dataclasses.field(default_factory=list)
+    failed: list[tuple[GridRun, str]] = dataclasses.field(default_factory=list)
 
 
-def is_finished(run: Run) -> bool:
-    """True when the run's run.json says training finished."""
-    path = pathlib.Path(run.model_dir) / "run.json"
-    if not path.is_file():
-        return False
-    try:
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("finished"))
-    except json.JSONDecodeError:
-        return False
+def is_finished(run: GridRun) -> bool:
+    """True when the run's run.json says training finished (a bad run.json is an error)."""
+    record = read_run_record(run.model_dir)
+    return record is not None and record.finished
 
 
 def default_train_fn(gin_files: Sequence[str], bindings: Sequence[str]) -> dict:
@@ -67,7 +60,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def check_checkpoints(experiment: Experiment, runs: Sequence[Run]) -> None:
+def check_checkpoints(experiment: Experiment, runs: Sequence[GridRun]) -> None:
     """Every model a run needs has its checkpoint bound and present, before anything starts."""
     needed = {run.model for run in runs}
     for model in experiment.models:
@@ -82,44 +75,44 @@ def check_checkpoints(experiment: Experiment, runs: Sequence[Run]) -> None:
             raise UserInputError(f"model {model.name}: checkpoint {model.checkpoint} not found")
 
 
-def train_runs(runs: Sequence[Run], train_fn: TrainFn = default_train_fn,
-               console: Console | None = None) -> SweepSummary:
+def train_runs(runs: Sequence[GridRun], train_fn: TrainFn = default_train_fn,
+               console: Console | None = None) -> TrainingOutcome:
     """Train each unfinished run in turn; one line per run keeps the overall count and time."""
     console = console or Console(stderr=True)
-    summary = SweepSummary()
+    outcome = TrainingOutcome()
     started = time.monotonic()
     for position, run in enumerate(runs, start=1):
         header = f"[{position}/{len(runs)}] {run.model} {run.task} lr={run.learning_rate:g}"
-        if is_finished(run):
-            summary.skipped.append(run)
-            console.print(f"{header}: finished earlier, skipped")
-            continue
-        resumed = any(pathlib.Path(run.model_dir).glob("checkpoint_*"))
-        console.rule(f"{header}{' (resuming)' if resumed else ''}")
         run_started = time.monotonic()
         try:
+            if is_finished(run):
+                outcome.skipped.append(run)
+                console.print(f"{header}: finished earlier, skipped")
+                continue
+            resumed = any(pathlib.Path(run.model_dir).glob("checkpoint_*"))
+            console.rule(f"{header}{' (resuming)' if resumed else ''}")
             train_fn(run.gin_files, run.bindings)
         except Exception as error:  # noqa: BLE001 - one failed run must not stop the grid
             first_line = (str(error).splitlines() or [type(error).__name__])[0]
-            summary.failed.append((run, first_line))
+            outcome.failed.append((run, first_line))
             _write_error_log(run, traceback.format_exc())
             console.print(f"{header}: FAILED ({type(error).__name__}: {first_line}); "
-                          f"details in {pathlib.Path(run.model_dir) / ERROR_LOG}")
+                          f"details in {pathlib.Path(run.model_dir) / SWEEP_ERROR_LOG}")
             continue
-        summary.trained.append(run)
-        done = len(summary.trained)
+        outcome.trained.append(run)
+        done = len(outcome.trained)
         elapsed = time.monotonic() - started
         left = (len(runs) - position) * elapsed / max(done, 1)
         console.print(f"{header}: done in {_duration(time.monotonic() - run_started)}; "
-                      f"{position}/{len(runs)} handled, {len(summary.failed)} failed, "
+                      f"{position}/{len(runs)} handled, {len(outcome.failed)} failed, "
                       f"about {_duration(left)} left")
-    return summary
+    return outcome
 
 
-def _write_error_log(run: Run, text: str) -> None:
+def _write_error_log(run: GridRun, text: str) -> None:
     directory = pathlib.Path(run.model_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / ERROR_LOG).write_text(text, encoding="utf-8")
+    write_text(directory / SWEEP_ERROR_LOG, text)
 
 
 def experiment_dir(experiment: Experiment) -> pathlib.Path:
@@ -135,49 +128,69 @@ def write_choices(experiment: Experiment, choices: Sequence[Choice]) -> pathlib.
     return path
 
 
-def evaluate_and_report(experiment: Experiment, runs: Sequence[Run],
-                        console: Console | None = None, report_settings: Any = None,
-                        evaluation_settings: Any = None) -> dict:
-    """Choose learning rates, score the chosen runs on the test split, write the report.
+def _score(runs: Sequence[GridRun], settings: Any) -> tuple[list[pathlib.Path], list]:
+    """Scores each run on the test split; (metrics files written or kept, problems)."""
+    from ct5x.evaluation import evaluate_runs
+    from ct5x.evaluation.collect import ReportProblem
 
-    Returns {"choices", "evaluated", "report_dir", "report", "unresolved",
-    "evaluation_failures"}; groups with no complete rate are listed in "unresolved" and left out.
+    files, problems = [], []
+    for run in runs:
+        outcome = evaluate_runs(run.model_dir, settings, show_progress=False)
+        problems += [ReportProblem(str(directory), reason) for directory, reason in
+                     outcome.failed]
+        problems += [ReportProblem(str(directory), f"internal error while scoring: {reason}")
+                     for directory, reason, _ in outcome.internal_errors]
+        path = pathlib.Path(run.model_dir) / TEST_METRICS_FILE
+        if not outcome.failed and not outcome.internal_errors and path.is_file():
+            files.append(path)
+    return files, problems
+
+
+def choice_problems(choices: Sequence[Choice]) -> list:
+    """The report's problems of the learning-rate choice: each fold without a score, and each
+    group left without a rate."""
+    from ct5x.evaluation.collect import ReportProblem
+
+    problems = []
+    for choice in choices:
+        problems += [ReportProblem(fold.model_dir, f"no validation score: {fold.reason}")
+                     for fold in choice.missing]
+        if choice.learning_rate is None or choice.conflict:
+            model, block, task, fraction, site = choice.group
+            where = f"{model} {task} (block {block}, fraction {fraction}, site {site})"
+            problems.append(ReportProblem(where, choice.conflict or "no learning rate chosen: "
+                                          "some rate lost a fold (listed)"))
+    return problems
+
+
+def evaluate_and_report(experiment: Experiment, runs: Sequence[GridRun],
+                        console: Console | None = None, report_settings: Any = None,
+                        evaluation_settings: Any = None, allow_incomplete: bool = False) -> dict:
+    """Choose learning rates, score the chosen runs on the test split, write the report from the
+    runs that scored, listing every failed and missing run.
+
+    Returns {"choices", "evaluated", "report_dir", "report", "unresolved", "problems"}:
+    "unresolved" lists the groups without a rate, "problems" everything the report lists as
+    failed or missing (empty when the sweep is complete).
     """
-    from ct5x.evaluation import EvaluationSettings, evaluate_runs, write_report
+    from ct5x.evaluation import EvaluationSettings, write_report
 
     console = console or Console(stderr=True)
-    choices = choose_learning_rates(runs)
+    choices = choose_learning_rates(runs, allow_incomplete)
     choices_path = write_choices(experiment, choices)
-    unresolved = [choice.as_record() for choice in choices if choice.learning_rate is None]
-    for record in unresolved:
-        console.print(f"no complete learning rate yet for {record['model']} {record['base_task']}"
-                      f" (fraction {record['fraction']}, site {record['site']}): left out")
-    selected = [run for run in chosen_runs(runs, choices) if is_finished(run)]
+    for choice in choices:
+        if choice.missing or choice.conflict:
+            console.print(choice.describe())
+    unscored = {fold.model_dir for choice in choices for fold in choice.missing}
+    selected = [run for run in chosen_runs(runs, choices) if run.model_dir not in unscored]
     console.print(f"learning rates chosen ({choices_path}); scoring {len(selected)} runs")
-    failures = []
-    for run in selected:
-        summary = evaluate_runs(run.model_dir, evaluation_settings or EvaluationSettings(),
-                                show_progress=False)
-        failures += summary.failed
-    for directory, message in failures:
-        console.print(f"evaluation failed: {directory}: {message}")
-    chosen_dir = collect_chosen_scores(experiment, selected)
+    files, scoring_problems = _score(selected, evaluation_settings or EvaluationSettings())
+    problems = choice_problems(choices) + scoring_problems
+    for problem in scoring_problems:
+        console.print(f"evaluation failed: {problem}")
     report_dir = experiment_dir(experiment) / "report"
-    report = write_report(chosen_dir, report_dir, report_settings)
+    report = write_report(files, report_dir, report_settings, problems)
     return {"choices": choices, "evaluated": selected, "report_dir": report_dir,
-            "report": report, "unresolved": unresolved, "evaluation_failures": failures}
-
-
-def collect_chosen_scores(experiment: Experiment, runs: Sequence[Run]) -> pathlib.Path:
-    """A fresh `<experiment>/chosen/` holding a copy of each chosen run's metrics.json, so that
-    the report sees exactly one score per fold even where other rates were scored too."""
-    chosen = experiment_dir(experiment) / "chosen"
-    if chosen.exists():
-        shutil.rmtree(chosen)
-    for run in runs:
-        source = pathlib.Path(run.model_dir) / METRICS_FILE
-        if source.is_file():
-            target = chosen / pathlib.Path(run.model_dir).relative_to(experiment_dir(experiment))
-            target.mkdir(parents=True)
-            shutil.copyfile(source, target / METRICS_FILE)
-    return chosen
+            "report": report, "problems": report["problems"],
+            "unresolved": [choice.as_record() for choice in choices
+                           if choice.learning_rate is None]}

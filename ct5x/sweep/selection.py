@@ -1,93 +1,140 @@
-"""The learning-rate choice of the paper's low-resource runs: per model and setting (task,
+"""The learning-rate choice of the paper's low-resource runs: per group (model, grid block, task,
 fraction, site), the rate with the best mean validation score over the folds.
 
 A run's validation score is the `best_metric` its run.json records (the selection metric at its
-best checkpoint). A rate competes only when every fold of it has finished, so a half-done search
-never picks a rate on fewer folds than its rivals.
+best checkpoint, better by the metric's recorded direction). The choice is made over complete folds
+only: a group is decided when every fold of every rate has finished. A group where some rate lost a
+fold (not started, unfinished, failed, or an unreadable run.json) is left undecided and its missing
+folds are listed, so a failed fold never silently hands the group to another rate. With
+`allow_incomplete` the best of the complete rates is taken anyway (the older rule), and the choice
+says it was made on incomplete evidence. A group with one rate has nothing to choose: its rate is
+taken, and its missing folds are listed all the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from ct5x.errors import UserInputError
-from ct5x.sweep.grid import Run
+from ct5x.run_record import SWEEP_ERROR_LOG, read_run_record
+from ct5x.sweep.grid import GridRun
 
 Group = tuple[str, str, str, float | None, str | None]
+# (metric, value, higher is better), or why the run has no score.
+RunScore = tuple[str, float, bool] | str
+
+
+@dataclasses.dataclass(frozen=True)
+class MissingFold:
+    """A fold of a rate that has no validation score, and why."""
+
+    learning_rate: float
+    fold: int
+    model_dir: str
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """The chosen rate of one group (None when no rate has all its folds) and every rate's
-    mean validation score (None where folds are missing)."""
+    """A group's rate (None: undecided), every rate's mean validation score (None where folds
+    are missing), the folds missing, and whether the choice ignored some (`allow_incomplete`)."""
 
     group: Group
     metric: str | None
     learning_rate: float | None
-    mean_scores: Mapping[float, float | None]
+    mean_scores: dict[float, float | None]
+    missing: tuple[MissingFold, ...] = ()
+    incomplete: bool = False
+    # Why a group with all its folds still has no rate (its folds chose on different metrics).
+    conflict: str | None = None
 
     def as_record(self) -> dict:
-        model, setting, task, fraction, site = self.group
+        model, block, task, fraction, site = self.group
         return {
-            "model": model, "setting": setting, "base_task": task, "fraction": fraction,
+            "model": model, "block": block, "base_task": task, "fraction": fraction,
             "site": site, "metric": self.metric, "learning_rate": self.learning_rate,
+            "incomplete": self.incomplete, "conflict": self.conflict,
             "mean_validation": {f"{rate:g}": score for rate, score in self.mean_scores.items()},
+            "missing": [dataclasses.asdict(fold) for fold in self.missing],
         }
 
+    def describe(self) -> str:
+        """One line: the group, and why it has no rate or was decided on incomplete folds."""
+        model, block, task, fraction, site = self.group
+        where = (f"{model} {task} (block {block}, fraction {fraction}, site {site})")
+        lost = "; ".join(f"lr {fold.learning_rate:g} fold {fold.fold}: {fold.reason}"
+                         for fold in self.missing)
+        if self.conflict:
+            return f"{where}: no learning rate: {self.conflict}"
+        if self.learning_rate is None:
+            return f"{where}: no learning rate chosen, folds missing: {lost}"
+        return f"{where}: lr {self.learning_rate:g} taken with folds missing: {lost}"
 
-def read_best_metric(run: Run) -> tuple[str, float] | None:
-    """(metric name, value) from a finished run's run.json; None if unfinished or missing."""
-    path = pathlib.Path(run.model_dir) / "run.json"
-    if not path.is_file():
-        return None
+
+def run_score(run: GridRun) -> RunScore:
+    """A run's validation score from its run.json, or the reason it has none."""
+    directory = pathlib.Path(run.model_dir)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserInputError(f"{path}:{error.lineno}: not valid JSON") from None
-    best = record.get("best_metric")
-    if not record.get("finished") or not isinstance(best, Mapping):
-        return None
-    value = best.get("value")
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return str(best.get("name")), float(value)
+        record = read_run_record(directory)
+    except UserInputError as error:
+        return str(error)
+    if record is None or not record.finished:
+        if (directory / SWEEP_ERROR_LOG).is_file():
+            return f"training failed (see {directory / SWEEP_ERROR_LOG})"
+        return "not started" if record is None else "training has not finished"
+    if record.best_metric is None or record.selection is None:
+        return "finished without a validation score"
+    return record.best_metric.name, record.best_metric.value, record.selection.higher_is_better
 
 
-def choose_learning_rates(
-    runs: Sequence[Run],
-    best_metric: Callable[[Run], tuple[str, float] | None] = read_best_metric,
-) -> list[Choice]:
+def _mean_scores(by_rate: dict[float, list[GridRun]], score: Callable[[GridRun], RunScore]):
+    """(means per rate, missing folds, the metric and direction sets seen)."""
+    means: dict[float, float | None] = {}
+    missing, metrics = [], set()
+    for rate, rate_runs in by_rate.items():
+        values = []
+        for run in rate_runs:
+            result = score(run)
+            if isinstance(result, str):
+                missing.append(MissingFold(rate, run.fold, run.model_dir, result))
+                continue
+            name, value, higher = result
+            metrics.add((name, higher))
+            values.append(value)
+        means[rate] = sum(values) / len(values) if len(values) == len(rate_runs) else None
+    return means, tuple(missing), metrics
+
+
+def choose_learning_rates(runs: Sequence[GridRun], allow_incomplete: bool = False,
+                          score: Callable[[GridRun], RunScore] = run_score) -> list[Choice]:
     """One `Choice` per group, in the grid's order; ties go to the rate listed first."""
-    groups: dict[Group, dict[float, list[Run]]] = {}
+    groups: dict[Group, dict[float, list[GridRun]]] = {}
     for run in runs:
         groups.setdefault(run.group, {}).setdefault(run.learning_rate, []).append(run)
     choices = []
     for group, by_rate in groups.items():
-        means: dict[float, float | None] = {}
-        names = set()
-        for rate, rate_runs in by_rate.items():
-            results = [best_metric(run) for run in rate_runs]
-            if any(result is None for result in results):
-                means[rate] = None
-                continue
-            names.update(name for name, _ in results)
-            means[rate] = sum(value for _, value in results) / len(results)
-        if len(names) > 1:
-            raise UserInputError(
-                f"{group[0]} {group[2]}: folds were selected on different metrics "
-                f"{sorted(names)}; their scores cannot be averaged"
-            )
+        means, missing, metrics = _mean_scores(by_rate, score)
+        if len(metrics) > 1:
+            conflict = (f"folds were selected on different metrics {sorted(metrics)}; their "
+                        "scores cannot be averaged")
+            choices.append(Choice(group, None, None, means, missing, conflict=conflict))
+            continue
+        metric, higher = next(iter(metrics), (None, True))
         complete = {rate: mean for rate, mean in means.items() if mean is not None}
-        chosen = max(complete, key=lambda rate: complete[rate]) if complete else None
-        choices.append(Choice(group, names.pop() if names else None, chosen, means))
+        chosen = None
+        if len(by_rate) == 1:  # nothing to choose: its folds are scored, missing ones listed
+            chosen = next(iter(by_rate))
+        elif complete and (not missing or allow_incomplete):
+            pick = max if higher else min
+            chosen = pick(complete, key=lambda rate: complete[rate])
+        choices.append(Choice(group, metric, chosen, means, missing,
+                              incomplete=bool(missing) and chosen is not None))
     return choices
 
 
-def chosen_runs(runs: Sequence[Run], choices: Sequence[Choice]) -> list[Run]:
-    """The runs at their group's chosen rate (groups without a choice contribute none)."""
+def chosen_runs(runs: Sequence[GridRun], choices: Sequence[Choice]) -> list[GridRun]:
+    """The runs at their group's chosen rate (undecided groups contribute none)."""
     rate_of = {choice.group: choice.learning_rate for choice in choices}
     return [run for run in runs if rate_of.get(run.group) == run.learning_rate]

@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 
+import ct5x_tasks.registration  # noqa: F401  (SeqIO finds every task, as after T5X's import)
 from tests.conftest import synthetic_sentences
 
 

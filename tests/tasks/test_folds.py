@@ -1,7 +1,6 @@
 """Folds: disjoint, covering train+dev, group-aware, nested fractions, identical across processes;
 Stigma's folds and samples as the study forms them; older folds files still read."""
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -140,17 +139,7 @@ def test_identical_under_another_pythonhashseed():
     assert json.loads(output) == folds.make_folds(ids, groups, 42, (0.2, 0.5))
 
 
-def test_cli_glue(data_root, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    folds.add_folds_arguments(parser)
-    args = parser.parse_args(["--task", "mednli", "--data-dir", str(data_root), "--out",
-                              str(tmp_path / "out"), "--seed", "5", "--fractions", "0.2,0.4"])
-    assert folds.folds_command(args) == 0
-    content = json.loads((tmp_path / "out" / "folds.json").read_text())
-    assert content["seed"] == 5 and set(content["folds"][0]["fractions"]) == {"0.2", "0.4"}
-    assert "folds.json" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--task", "x", "--data-dir", "d", "--out", "o", "--fractions", "a"])
+def test_write_folds_names_unknown_tasks_and_missing_files(data_root, tmp_path):
     with pytest.raises(UserInputError, match="unknown base task 'medli'; nearest: mednli"):
         folds.write_folds("medli", str(data_root), str(tmp_path))
     with pytest.raises(UserInputError, match="no radqa source files"):

@@ -1,7 +1,5 @@
-"""Task metrics: each against sklearn or a hand-computed oracle, SeqIO wiring, and the CLI glue."""
+"""Task metrics: each against sklearn or a hand-computed oracle, and the SeqIO wiring."""
 
-import argparse
-import json
 import random
 
 import numpy as np
@@ -11,6 +9,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from ct5x.errors import UserInputError
 from ct5x_tasks import metrics
+from ct5x_tasks.catalog import SCORING
 from ct5x_tasks.labels import CLIP_LABELS, HOC_LABELS, MEDNLI_LABELS, STIGMA_LABELS
 
 # One small valid (target, prediction) sample per base task, to check keys and wiring.
@@ -28,37 +27,27 @@ SAMPLES = {
 }
 
 
-def test_base_task_of_takes_the_longest_base_name():
-    assert metrics.base_task_of("mednli") == "mednli"
-    assert metrics.base_task_of("mednli_flan_fold0") == "mednli"
-    assert metrics.base_task_of("hoc_fold2") == "hoc"
-    assert metrics.base_task_of("hoc_blurb") == "hoc_blurb"
-    assert metrics.base_task_of("hoc_blurb_flan_fold4") == "hoc_blurb"
-    assert metrics.base_task_of("stigma_other_flan_1pct_fold3") == "stigma_other"
-
-
-@pytest.mark.parametrize("name", ["mednl", "hocblurb", "mednliflan", "stigma"])
-def test_unknown_task_suggests_close_names(name):
-    with pytest.raises(UserInputError, match="closest task names") as raised:
-        metrics.base_task_of(name)
-    assert "\n" not in str(raised.value)
-    suggested = str(raised.value).split(": ", 1)[1].split(", ")
-    assert set(suggested) <= set(metrics.BASE_TASKS)
-    assert any(name[:3] in base for base in suggested)
+@pytest.mark.parametrize("name", ["mednli_fold0", "hoc_x", "mednl", "custom"])
+def test_only_exact_paper_task_names_have_metrics(name):
+    """A variant or a user's task is scored as the paper task its `scored_as` names, never by
+    its name's prefix."""
+    with pytest.raises(UserInputError, match=f"no metrics for '{name}'"):
+        metrics.postprocessor_for(name)
 
 
 def test_every_task_reports_its_selection_metric():
-    assert set(metrics.SELECTION_METRIC) == set(metrics.BASE_TASKS) == set(SAMPLES)
+    assert set(metrics.SCORED_TASKS) == set(SCORING) == set(SAMPLES)
     for base, (targets, predictions) in SAMPLES.items():
         for anchor in (False, True):
             scores = metrics.compute_metrics(base, targets, predictions, anchor_compatible=anchor)
-            assert metrics.SELECTION_METRIC[base] in scores
+            assert SCORING[base].selection.metric in scores
+            assert set(SCORING[base].count_metrics) <= set(scores)
             assert all(isinstance(value, float) for value in scores.values())
 
 
 def test_metric_fns_have_seqio_signatures():
     vocabulary = seqio.PassThroughVocabulary(size=8)
-    for base in metrics.BASE_TASKS:
+    for base in metrics.SCORED_TASKS:
         task = seqio.Task(
             f"ct5x_metrics_signature_{base}",
             source=seqio.FunctionDataSource(lambda split, shuffle_files: None, splits=["test"]),
@@ -238,7 +227,7 @@ def test_hoc_none_handling_by_hand():
 
 def test_radqa_targets_as_lists_and_from_example_answers():
     targets = [["lobe", "left lobe"], [], ""]
-    scores = metrics.compute_metrics("radqa_flan", targets, ["left lobe", "", ""])
+    scores = metrics.compute_metrics("radqa", targets, ["left lobe", "", ""])
     assert scores == {"f1": 1.0, "exact_match": 1.0}
     postprocess = metrics.postprocessor_for("radqa")
     example = {"answers": np.array([b"left lobe", b"lobe"])}
@@ -254,84 +243,13 @@ def test_ner_anchor_mode_counts_padding():
 
 
 def test_compute_metrics_rejects_bad_input():
-    with pytest.raises(ValueError):
+    """Bad gold targets are the data's fault (UserInputError); unequal lengths are a bug."""
+    with pytest.raises(ValueError) as raised:
         metrics.compute_metrics("mednli", ["entailment"], [])
-    with pytest.raises(ValueError, match="target 0"):
+    assert not isinstance(raised.value, UserInputError)
+    with pytest.raises(UserInputError, match="target 0"):
         metrics.compute_metrics("mednli", ["maybe"], ["maybe"])
-    with pytest.raises(ValueError, match="target 1"):
+    with pytest.raises(UserInputError, match="target 1"):
         metrics.compute_metrics("clip", ["", "Diet followup"], ["", ""])
-    with pytest.raises(ValueError):
+    with pytest.raises(UserInputError, match="no examples"):
         metrics.compute_metrics("hoc", [], [])
-
-
-def _run_cli(tmp_path, lines: list[str], *flags: str) -> tuple[int, dict]:
-    path = tmp_path / "predictions.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    parser = argparse.ArgumentParser()
-    metrics.add_metrics_arguments(parser)
-    args = parser.parse_args(["--predictions", str(path), *flags])
-    return metrics.metrics_command(args), path
-
-
-def test_cli_prints_one_json_object(tmp_path, capsys):
-    targets, predictions = SAMPLES["hoc"]
-    lines = [json.dumps({"target": t, "prediction": p, "id": i}) for i, (t, p) in
-             enumerate(zip(targets, predictions))]
-    code, _ = _run_cli(tmp_path, lines + [""], "--task", "hoc_flan_fold1", "--anchor-compatible")
-    assert code == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["task"] == "hoc"
-    assert printed["examples"] == 2
-    assert printed["selection_metric"] == "f1"
-    assert printed["anchor_compatible"] is True
-    expected = metrics.compute_metrics("hoc", targets, predictions, anchor_compatible=True)
-    assert {key: printed[key] for key in expected} == pytest.approx(expected)
-
-
-def test_cli_reads_the_anchor_switch_when_not_given(tmp_path, capsys, monkeypatch):
-    lines = [json.dumps({"target": "difficult", "prediction": p}) for p in ("difficult", "x")]
-    monkeypatch.setenv("CT5X_ANCHOR_COMPATIBLE", "yes")
-    assert _run_cli(tmp_path, lines, "--task", "stigma_adamant")[0] == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["anchor_compatible"] is True
-    assert printed["macro_f1"] == pytest.approx(2 / 3 / 2)
-    monkeypatch.delenv("CT5X_ANCHOR_COMPATIBLE")
-    assert _run_cli(tmp_path, lines, "--task", "stigma_adamant")[0] == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["anchor_compatible"] is False
-    assert printed["macro_f1"] == pytest.approx(2 / 3 / 3)
-
-
-def test_cli_accepts_answer_lists_for_radqa(tmp_path, capsys):
-    line = json.dumps({"target": ["left lobe", "lobe"], "prediction": "lobe"})
-    assert _run_cli(tmp_path, [line], "--task", "radqa")[0] == 0
-    assert json.loads(capsys.readouterr().out)["exact_match"] == 1.0
-
-
-@pytest.mark.parametrize(
-    "bad_line, message",
-    [
-        ("{not json", "not valid JSON"),
-        ('{"target": "entailment"}', '"prediction" field'),
-        ('["entailment", "neutral"]', '"target"'),
-        ('{"target": 3, "prediction": "neutral"}', "must be strings"),
-        ('{"target": ["neutral"], "prediction": "neutral"}', "must be strings"),
-        ('{"target": "banana", "prediction": "neutral"}', "not one of the mednli labels"),
-    ],
-)
-def test_cli_names_file_and_line_of_a_bad_line(tmp_path, bad_line, message):
-    good = json.dumps({"target": "neutral", "prediction": "neutral"})
-    with pytest.raises(UserInputError, match=message) as raised:
-        _run_cli(tmp_path, [good, bad_line, good], "--task", "mednli")
-    assert str(raised.value).startswith(f"{tmp_path / 'predictions.jsonl'}:2:")
-    assert "banana" not in str(raised.value)
-
-
-def test_cli_rejects_empty_and_missing_files(tmp_path):
-    with pytest.raises(UserInputError, match="no prediction lines"):
-        _run_cli(tmp_path, [""], "--task", "mednli")
-    parser = argparse.ArgumentParser()
-    metrics.add_metrics_arguments(parser)
-    args = parser.parse_args(["--task", "mednli", "--predictions", str(tmp_path / "absent.jsonl")])
-    with pytest.raises(UserInputError, match="absent.jsonl"):
-        metrics.metrics_command(args)

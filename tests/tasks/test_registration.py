@@ -9,8 +9,7 @@ import seqio
 
 import ct5x_tasks
 from ct5x.errors import UserInputError
-from ct5x_tasks import metrics
-from ct5x_tasks.catalog import FAMILIES
+from ct5x_tasks.catalog import FAMILIES, SCORING
 
 BASES = ("mednli", "radqa", "clip", "stigma_adamant", "stigma_compliance", "stigma_other", "hoc",
          "hoc_blurb", "ncbi_disease", "bc5cdr_disease", "custom")
@@ -26,10 +25,11 @@ def test_names_sorted_prefixed_and_enumerable():
     assert set(BASES) <= set(FAMILIES) and set(BASES) <= set(names)
     assert MIXTURES <= set(names)
     for name in [name for name in names if not name.startswith("paper_")]:
-        base = ct5x_tasks.task_info(name).variant.base
+        info = ct5x_tasks.task_info(name)
+        base = info.variant.base
         assert name.startswith(base)
         if base in BASES[:-1]:  # a user's task is scored as the paper task its settings name
-            assert metrics.base_task_of(name) == base
+            assert info.scored_as == base and info.selection == SCORING[base].selection
     for expected in ("mednli_flan_deid_fold3_pct1", "stigma_other_fold4_pct25", "hoc_blurb_fold0",
                      "stigma_adamant_flan_site_ood", "clip_deid_fold2", "custom_fold1",
                      "stigma_other_site_ood_fold3",

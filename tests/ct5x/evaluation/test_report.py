@@ -10,7 +10,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from ct5x.cli import main
-from tests.ct5x.evaluation.grid import CELLS, MODELS, write_grid
+from tests.ct5x.evaluation.grid import ANCHOR, CELLS, MODELS, write_grid
 
 PUBLISHED_MEDNLI = {"T5-Den": "85.89", "FLAN-T5": "86.03", "MIMIC-T5": "86.75"}
 
@@ -102,7 +102,9 @@ def test_markdown_table_cell_by_cell(grid):
         low, high = stats.t.interval(0.95, 4, loc=100 * np.mean(scores),
                                      scale=100 * stats.sem(scores))
         assert t_ci == f"[{low:.2f}, {high:.2f}]"
-        assert paper == (PUBLISHED_MEDNLI[model] if metric == "accuracy" else "-")
+        # Published numbers come from the study's code: marked beside rows scored otherwise.
+        mark = "" if ANCHOR[model] else "\u2020"
+        assert paper == (PUBLISHED_MEDNLI[model] + mark if metric == "accuracy" else "-")
     # Selection metric first within each model, counts last.
     assert [row[2] for row in score_rows[:3]] == ["accuracy", "macro_f1", "invalid_predictions"]
     test_rows = [row for row in rows if len(row) == 8 and row[0] != "Metric"]
@@ -112,6 +114,19 @@ def test_markdown_table_cell_by_cell(grid):
     assert first[:3] == ["accuracy", "T5-Den (t5)", "FLAN-T5 (flan)"]
     assert first[4] == f"{reference.statistic:.3f}" and first[5] == "4"
     assert first[6] == f"{reference.pvalue:.3g}"
+
+
+def test_paper_numbers_computed_in_another_mode_are_footnoted(grid):
+    _, report, out = grid
+    text = (out / "tables" / "mednli_full.md").read_text()
+    note = text.split("\u2020 The paper computed")[1].splitlines()[0]
+    assert "anchor_compatible false: T5-Den (t5), FLAN-T5 (flan)" in note
+    assert "MIMIC-T5" not in note  # scored as the study's code: computed as the paper's number
+    assert "\u2020" not in (out / "tables" / "mednli_pct1.md").read_text()  # nothing published
+    table = find_table(report, "mednli", "full")
+    assert {row["model"]: row["metrics"]["accuracy"]["paper_mode_differs"]
+            for row in table["rows"]} == {"T5-Den": True, "FLAN-T5": True, "MIMIC-T5": False}
+    assert r"85.89\textsuperscript{\dag}" in (out / "tables" / "mednli_full.tex").read_text()
 
 
 def test_csv_latex_and_report_json_agree(grid):
@@ -157,3 +172,21 @@ def test_report_command_without_paper_and_with_other_bootstrap(tmp_path, capsys)
     means = [np.mean(rng.choice(scores, 5, replace=True)) for _ in range(50)]
     assert cell["paper_interval"] == pytest.approx(np.percentile(means, [2.5, 97.5]))
     assert "Paper" not in (tmp_path / "out" / "tables" / "ncbi_disease_full.md").read_text()
+
+
+def test_report_is_written_from_what_scored_and_lists_the_rest(tmp_path, capsys):
+    """A missing fold and an unreadable file leave their rows out, listed; the exit code says
+    so after the report is written."""
+    write_grid(tmp_path / "runs", cells=CELLS[-1:])
+    (tmp_path / "runs" / "FLAN-T5" / "ncbi_disease_flan_fold3" / "metrics.json").unlink()
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "metrics.json").write_text("{")
+    capsys.readouterr()
+    assert main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    errors = capsys.readouterr().err
+    assert "model 'FLAN-T5' (flan): missing fold(s) 3" in errors and "broken" in errors
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [row["model"] for row in report["tables"][0]["rows"]] == ["T5-Den", "MIMIC-T5"]
+    assert len(report["problems"]) == 2
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Failed and missing runs" in text and "missing fold(s) 3" in text

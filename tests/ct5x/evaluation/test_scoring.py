@@ -49,9 +49,12 @@ def silent(checkpoint):
 def write_run(directory, hf_dir, task, step, data_settings, finished=True, best_step="same",
               edit=lambda checkpoint: checkpoint):
     save_t5x(edit(load_checkpoint(hf_dir)), directory, step=step)
+    variant = ct5x_tasks.task_info(task).variant
+    # A run.json as ct5x 0.1 wrote it (schema 1, before the record was typed): still read.
     run = {
-        "model": "T5-Den", "task": task, "base_task": task.split("_fold")[0],
-        "variant": {"flan": False, "deid": False, "site": None, "fold": 0, "fraction": None},
+        "model": "T5-Den", "task": task, "base_task": variant.base,
+        "variant": {"flan": variant.flan, "deid": variant.deid, "site": variant.site,
+                    "fold": variant.fold, "fraction": variant.fraction},
         "initial_checkpoint": str(hf_dir), "learning_rate": 1e-4, "seed": 0,
         "train_examples": 12, "train_steps": step, "latest_step": step,
         "best_step": step if best_step == "same" else best_step,
@@ -249,8 +252,9 @@ def test_a_users_task_is_scored_by_its_registered_metrics():
         "evaluation_test_notes", ct5x_tasks.CustomTaskSettings(score_as="mednli"))
     targets = ["entailment", "neutral", "contradiction", "neutral"]
     predictions = ["entailment", "contradiction", "contradiction", "maybe"]
-    scores = score("evaluation_test_notes_fold0", targets, predictions)
+    scores = score("evaluation_test_notes_fold0", None, targets, predictions, False)
     assert scores == compute_metrics("mednli", targets, predictions)
+    assert score("any", "mednli", targets, predictions, False) == scores
     assert scores["accuracy"] == 0.5 and scores["invalid_predictions"] == 1.0
 
 

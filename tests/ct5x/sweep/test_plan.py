@@ -25,7 +25,7 @@ def plans():
 
 def test_counts_equal_the_papers_grid(plans):
     assert {name: len(runs) for name, runs in plans.items()} == COUNTS
-    low = collections.Counter(run.setting for run in plans["low_resource"])
+    low = collections.Counter(run.block for run in plans["low_resource"])
     assert low == {"mednli": 80, "stigma": 1440}
     for runs in plans.values():
         assert len({run.model_dir for run in runs}) == len(runs)
@@ -41,12 +41,12 @@ def test_prompts_deid_batch_sizes_and_rates(plans):
     assert all(run.model == "MIMIC-T5" for run in in_domain if "_deid" in run.task)
     assert all(run.batch_size == 64 and run.learning_rate == 1e-4 for run in in_domain)
     low = plans["low_resource"]
-    stigma_one_percent = [run for run in low if run.fraction == 0.01 and run.setting == "stigma"]
+    stigma_one_percent = [run for run in low if run.fraction == 0.01 and run.block == "stigma"]
     assert {run.batch_size for run in stigma_one_percent} == {4}
     assert {run.batch_size for run in low if run.fraction in (0.05, 0.25)} == {16}
-    assert {run.batch_size for run in low if run.setting == "mednli"} == {64}
-    assert {run.learning_rate for run in low if run.setting == "mednli"} == {5e-3, 1e-3, 5e-4, 1e-4}
-    assert {run.learning_rate for run in low if run.setting == "stigma"} == {1e-3, 5e-4, 1e-4, 1e-5}
+    assert {run.batch_size for run in low if run.block == "mednli"} == {64}
+    assert {run.learning_rate for run in low if run.block == "mednli"} == {5e-3, 1e-3, 5e-4, 1e-4}
+    assert {run.learning_rate for run in low if run.block == "stigma"} == {1e-3, 5e-4, 1e-4, 1e-5}
     assert {run.site for run in plans["out_of_domain"]} == {None, "ood"}
     assert "T5-Den" not in {run.model for run in plans["out_of_domain"] + low}
 
@@ -93,7 +93,7 @@ def test_table_plan_ends_with_the_total(capsys):
     ([{"name": "a"}], [{"name": "s", "tasks": ["mednli"], "learning_rates": [1e-4],
                         "models": ["b"], "batch_size": 8}], "no model named 'b'"),
 ])
-def test_bad_experiments_name_the_setting(models, settings, message):
+def test_bad_experiments_name_the_block(models, settings, message):
     with pytest.raises(UserInputError, match=message):
         experiment("bad", models, settings)
 
@@ -107,6 +107,20 @@ def test_unknown_task_and_missing_batch_size_entry():
         {"name": "s", "tasks": ["mednli"], "learning_rates": [1e-4], "fractions": [0.01],
          "batch_size": {0.05: 8}}])
     with pytest.raises(UserInputError, match="no entry for fraction 0.01"):
+        expand(grid)
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"tasks": ["mednli"], "sites": ["ood"]}, "mednli offers sites none"),
+    ({"tasks": ["radqa"], "fractions": [0.01]}, "radqa offers .*fractions none"),
+    ({"tasks": ["stigma_adamant"], "fractions": [0.02]}, r".*fractions \[0.01, 0.05, 0.25\]"),
+])
+def test_a_run_the_registry_does_not_offer_fails_at_plan_time(block, message):
+    """Checked against the registry's facts (`ct5x_tasks.catalog`) for every expanded run."""
+    grid = experiment("bad", [{"name": "a"}], [
+        {"name": "low", "learning_rates": [1e-4], "batch_size": 8, **block}])
+    with pytest.raises(UserInputError, match=f"settings\\['low'\\], model 'a': task .* is "
+                                             f"not registered: {message}"):
         expand(grid)
 
 

@@ -1,8 +1,9 @@
-"""The report's tables as Markdown, LaTeX and CSV, from `summary.summarise_table` output.
+"""The report's tables as Markdown, LaTeX and CSV, from `report_numbers.table_numbers` output.
 
 Scores print in percent with two decimals (counts as they are); intervals as [low, high]; t with
 three decimals; p values with three significant digits. "n/a" marks a number that does not exist
-(an interval of one score, a t of identical differences), "-" a cell the paper does not report.
+(an interval of one score, a t of identical differences), "-" a cell the paper does not report,
+and a dagger a published number computed in another mode than the row (a footnote says which).
 """
 
 from __future__ import annotations
@@ -13,25 +14,25 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ct5x.evaluation.summary import COUNT_METRICS
-
 SCORE_HEADER = ["Model", "Prompt", "Metric", "n", "Mean", "SD", "95% CI (paper bootstrap)",
                 "95% CI (t)"]
 TEST_HEADER = ["Metric", "Model A", "Model B", "Mean diff (A-B)", "t", "df", "p", "p (Holm)"]
 SCORE_CSV = ["base_task", "setting", "model", "prompt", "metric", "n", "folds", "scores", "mean",
-             "sd", "paper_ci_low", "paper_ci_high", "t_ci_low", "t_ci_high", "published_percent"]
+             "sd", "paper_ci_low", "paper_ci_high", "t_ci_low", "t_ci_high", "published_percent",
+             "paper_mode_differs"]
 NOTE_DIFFERENT_TEST_SETS = (
     "Note: the rows were scored on different test sets (different test_sha256, e.g. "
     "de-identified targets)."
 )
 TESTS_CAPTION = "Paired t-tests by fold (p, and p Holm-adjusted over the pairs of each metric):"
+PAPER_MODE_MARK = "\u2020"
 TEST_CSV = ["base_task", "setting", "metric", "model_a", "model_b", "mean_difference", "t", "df",
             "p", "p_holm"]
 
 
-def scaled(metric: str, value: float | None) -> float | None:
-    """A score as the tables print it: percent, except counts."""
-    if value is None or metric in COUNT_METRICS:
+def scaled(table: Mapping[str, Any], metric: str, value: float | None) -> float | None:
+    """A score as the tables print it: percent, except the table's count metrics."""
+    if value is None or metric in table["count_metrics"]:
         return value
     return 100 * value
 
@@ -47,10 +48,10 @@ def _p_value(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3g}"
 
 
-def _interval(metric: str, interval: Sequence[float] | None) -> str:
+def _interval(table: Mapping[str, Any], metric: str, interval: Sequence[float] | None) -> str:
     if interval is None:
         return "n/a"
-    low, high = (scaled(metric, v) for v in interval)
+    low, high = (scaled(table, metric, v) for v in interval)
     return f"[{_number(low)}, {_number(high)}]"
 
 
@@ -65,13 +66,14 @@ def score_rows(table: Mapping[str, Any], paper: bool) -> list[list[str]]:
         for metric in table["metrics"]:
             cell = row["metrics"][metric]
             printed = [row["model"], row["prompt"], metric, str(row["n"]),
-                       _number(scaled(metric, cell["mean"])),
-                       _number(scaled(metric, cell["sd"])),
-                       _interval(metric, cell["paper_interval"]),
-                       _interval(metric, cell["t_interval"])]
+                       _number(scaled(table, metric, cell["mean"])),
+                       _number(scaled(table, metric, cell["sd"])),
+                       _interval(table, metric, cell["paper_interval"]),
+                       _interval(table, metric, cell["t_interval"])]
             if paper:
                 published = cell.get("published_percent")
-                printed.append("-" if published is None else _number(published))
+                mark = PAPER_MODE_MARK if cell.get("paper_mode_differs") else ""
+                printed.append("-" if published is None else _number(published) + mark)
             rows.append(printed)
     return rows
 
@@ -81,7 +83,7 @@ def comparison_rows(table: Mapping[str, Any]) -> list[list[str]]:
     for metric, tests in table["comparisons"].items():
         for test in tests:
             rows.append([metric, test["a"], test["b"],
-                         _number(scaled(metric, test["mean_difference"])),
+                         _number(scaled(table, metric, test["mean_difference"])),
                          _number(test["t"], 3), str(test["df"]),
                          _p_value(test["p"]), _p_value(test["p_holm"])])
     return rows
@@ -93,10 +95,30 @@ def _markdown_grid(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def paper_mode_note(table: Mapping[str, Any]) -> str | None:
+    """The footnote of a table whose published numbers were computed in another mode than some
+    of its rows, naming those rows' modes; None when there is none."""
+    modes = {"false": [], "not recorded": []}
+    for row in table["rows"]:
+        if any(cell.get("paper_mode_differs") for cell in row["metrics"].values()):
+            mode = "not recorded" if row["anchor_compatible"] is None else "false"
+            modes[mode].append(row["label"])
+    if not any(modes.values()):
+        return None
+    rows = "; ".join(f"anchor_compatible {mode}: {', '.join(labels)}"
+                     for mode, labels in modes.items() if labels)
+    return (f"{PAPER_MODE_MARK} The paper computed its numbers with the study's code (ct5x's "
+            f"anchor mode, ANCHOR_COMPATIBLE=True); the marked rows were scored otherwise ({rows}),"
+            " so a published number beside them is not computed alike.")
+
+
 def markdown(table: Mapping[str, Any], paper: bool) -> str:
     """One table's section: scores, then the paired tests."""
     header = SCORE_HEADER + (["Paper"] if paper else [])
     parts = [f"## {title(table)}", "", _markdown_grid(header, score_rows(table, paper))]
+    note = paper_mode_note(table) if paper else None
+    if note:
+        parts += ["", note]
     if table["test_sets_differ"]:
         parts += ["", NOTE_DIFFERENT_TEST_SETS]
     tests = comparison_rows(table)
@@ -105,7 +127,8 @@ def markdown(table: Mapping[str, Any], paper: bool) -> str:
     return "\n".join(parts) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+_LATEX_SPECIAL = {PAPER_MODE_MARK: r"\textsuperscript{\dag}",
+                  "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}"}
 
@@ -127,7 +150,11 @@ def latex(table: Mapping[str, Any], paper: bool) -> str:
     header = SCORE_HEADER + (["Paper"] if paper else [])
     parts = [r"\begin{table}[ht]", r"\centering",
              r"\caption{" + latex_escape(title(table)) + ": mean over folds and 95\\% intervals}",
-             _latex_tabular(header, score_rows(table, paper)), r"\end{table}"]
+             _latex_tabular(header, score_rows(table, paper))]
+    note = paper_mode_note(table) if paper else None
+    if note:
+        parts += [r"\par\footnotesize " + latex_escape(note)]
+    parts += [r"\end{table}"]
     tests = comparison_rows(table)
     if tests:
         parts += [r"\begin{table}[ht]", r"\centering",
@@ -162,7 +189,8 @@ def scores_csv(tables: Sequence[Mapping[str, Any]]) -> str:
                              " ".join(map(repr, cell["scores"])), cell["mean"],
                              _plain(cell["sd"]), _plain(paper_ci[0]), _plain(paper_ci[1]),
                              _plain(t_ci[0]), _plain(t_ci[1]),
-                             _plain(cell.get("published_percent"))])
+                             _plain(cell.get("published_percent")),
+                             _plain(cell.get("paper_mode_differs"))])
     return _csv_text(SCORE_CSV, rows)
 
 

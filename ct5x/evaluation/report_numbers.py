@@ -1,7 +1,9 @@
-"""Every number of the report as plain data (what report.json holds and the tables print).
+"""Every number of the report as plain data (what report.json holds and `render` prints).
 
-Scores stay in the metrics' own scale (fractions in [0, 1]; counts for `invalid_predictions` and
-`unknown_labels`); published numbers are in percent as the paper prints them.
+Scores stay in the metrics' own scale (fractions in [0, 1]; counts for a task's count metrics,
+such as `invalid_predictions` and `unknown_labels`); published numbers are in percent as the paper
+prints them. The paper computed its numbers with the study's code, which ct5x runs under the
+anchor switch: a compared cell scored in another mode is marked `paper_mode_differs`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,8 @@ import dataclasses
 from typing import Any
 
 from ct5x.evaluation import statistics
-from ct5x.evaluation.collect import Row, Table, describe
+from ct5x.evaluation.collect import ReportProblem, Row, ScoreTable, describe
 from ct5x.evaluation.paper import published_percent
-
-# Metrics that count things rather than score them: no percent, no pairwise tests.
-COUNT_METRICS = frozenset({"invalid_predictions", "unknown_labels"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,16 +21,17 @@ class ReportSettings:
     bootstrap_resamples: int = 100
     seed: int = 42
     paper: bool = False
-    num_folds: int = 5
+    # Folds a complete row has; None: each task's own number (`TaskInfo.num_folds`).
+    num_folds: int | None = None
 
 
-def metric_order(table: Table) -> list[str]:
+def metric_order(table: ScoreTable) -> list[str]:
     """The selection metric first, then the other scores, then the counts (each alphabetical)."""
     names = sorted({name for row in table.rows for name in row.scores})
-    return sorted(names, key=lambda n: (n != table.selection_metric, n in COUNT_METRICS, n))
+    return sorted(names, key=lambda n: (n != table.selection_metric, n in table.count_metrics, n))
 
 
-def _cell(table: Table, row: Row, metric: str, settings: ReportSettings) -> dict[str, Any]:
+def _cell(table: ScoreTable, row: Row, metric: str, settings: ReportSettings) -> dict[str, Any]:
     scores = row.scores[metric]
     cell = {
         "scores": scores,
@@ -43,13 +43,13 @@ def _cell(table: Table, row: Row, metric: str, settings: ReportSettings) -> dict
         "t_interval": statistics.t_interval(scores),
     }
     if settings.paper:
-        cell["published_percent"] = published_percent(
-            table.base_task, table.setting, metric, row.model
-        )
+        published = published_percent(table.base_task, table.setting, metric, row.model)
+        cell["published_percent"] = published
+        cell["paper_mode_differs"] = published is not None and row.anchor_compatible is not True
     return cell
 
 
-def _comparisons(table: Table, metric: str) -> list[dict[str, Any]]:
+def _comparisons(table: ScoreTable, metric: str) -> list[dict[str, Any]]:
     """Pairwise tests among the rows with fold scores (n > 1)."""
     tested = {row.label: row.scores[metric] for row in table.rows
               if len(row.scores[metric]) > 1}
@@ -58,7 +58,7 @@ def _comparisons(table: Table, metric: str) -> list[dict[str, Any]]:
     return [dataclasses.asdict(test) for test in statistics.paired_tests(tested)]
 
 
-def summarise_table(table: Table, settings: ReportSettings) -> dict[str, Any]:
+def table_numbers(table: ScoreTable, settings: ReportSettings) -> dict[str, Any]:
     metrics = metric_order(table)
     return {
         **describe(table),
@@ -72,19 +72,22 @@ def summarise_table(table: Table, settings: ReportSettings) -> dict[str, Any]:
                 "n": len(row.folds),
                 "folds": row.folds,
                 "test_sha256": row.test_sha256,
+                "anchor_compatible": row.anchor_compatible,
                 "sources": row.sources,
                 "metrics": {m: _cell(table, row, m, settings) for m in metrics},
             }
             for row in table.rows
         ],
         "comparisons": {
-            m: _comparisons(table, m) for m in metrics if m not in COUNT_METRICS
+            m: _comparisons(table, m) for m in metrics if m not in table.count_metrics
         },
     }
 
 
-def summarise(tables: list[Table], settings: ReportSettings) -> dict[str, Any]:
-    """report.json: the settings, what each interval is, and every table's numbers."""
+def report_numbers(tables: list[ScoreTable], settings: ReportSettings,
+                   problems: list[ReportProblem]) -> dict[str, Any]:
+    """report.json: the settings, what each interval is, every table's numbers, and what the
+    report could not include."""
     return {
         "settings": dataclasses.asdict(settings),
         "intervals": {
@@ -97,5 +100,6 @@ def summarise(tables: list[Table], settings: ReportSettings) -> dict[str, Any]:
         },
         "tests": "scipy.stats.ttest_rel by fold; Holm (statsmodels multipletests) over all pairs "
                  "of a table and metric",
-        "tables": [summarise_table(table, settings) for table in tables],
+        "tables": [table_numbers(table, settings) for table in tables],
+        "problems": [dataclasses.asdict(problem) for problem in problems],
     }
