@@ -131,6 +131,10 @@ class RunRecord:
         return record
 
 
+# Every key run.json may hold: RunRecord's fields as `to_json` spells them.
+_KEYS = frozenset({field.name for field in dataclasses.fields(RunRecord)} | {"base_task"})
+
+
 class _Fields:
     """Typed access to a run.json object; every problem names the file and the field."""
 
@@ -222,6 +226,10 @@ def record_from_json(record: Any, where: str) -> RunRecord:
     if schema > SCHEMA_VERSION:
         raise RunRecordError(f"{where}: written by a newer ct5x (schema {schema}; this one "
                              f"reads up to {SCHEMA_VERSION})")
+    unknown = sorted(set(record) - _KEYS)
+    if unknown:
+        raise RunRecordError(f"{where}: unknown field {unknown[0]!r} (not in run.json schema "
+                             f"{SCHEMA_VERSION})")
     v2 = schema >= 2
     lengths = fields.mapping("task_feature_lengths", fields.get("task_feature_lengths", (dict,)),
                              int)

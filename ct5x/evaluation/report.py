@@ -27,8 +27,9 @@ PROBLEMS_TITLE = "## Failed and missing runs"
 
 
 def _finite(value: Any) -> Any:
-    """NaN (an undefined t or p) as JSON null, recursively."""
-    if isinstance(value, float) and math.isnan(value):
+    """NaN or infinity (an undefined t or p; a t of differences equal up to rounding) as JSON
+    null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {key: _finite(item) for key, item in value.items()}

@@ -78,7 +78,7 @@ def check_checkpoints(experiment: Experiment, runs: Sequence[GridRun]) -> None:
 def train_runs(runs: Sequence[GridRun], train_fn: TrainFn = default_train_fn,
                console: Console | None = None) -> TrainingOutcome:
     """Train each unfinished run in turn; one line per run keeps the overall count and time."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     outcome = TrainingOutcome()
     started = time.monotonic()
     for position, run in enumerate(runs, start=1):
@@ -173,9 +173,11 @@ def evaluate_and_report(experiment: Experiment, runs: Sequence[GridRun],
     "unresolved" lists the groups without a rate, "problems" everything the report lists as
     failed or missing (empty when the sweep is complete).
     """
-    from ct5x.evaluation import EvaluationSettings, write_report
+    from ct5x.evaluation import EvaluationSettings, ReportSettings, write_report
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
+    # A row is complete with the experiment's folds (0..n-1), which may be fewer than the task's.
+    report_settings = report_settings or ReportSettings(num_folds=len(experiment.folds))
     choices = choose_learning_rates(runs, allow_incomplete)
     choices_path = write_choices(experiment, choices)
     for choice in choices:

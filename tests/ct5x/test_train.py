@@ -26,6 +26,7 @@ from training_run import (
 from ct5x import train
 from ct5x.checkpoints import load_checkpoint
 from ct5x.checkpoints.tree import flatten
+from ct5x.run_record import read_run_record
 
 REFERENCE_MACROS = {"TRAIN_STEPS": 24, "EVAL_PERIOD": 12, "LOG_PERIOD": 1, "CHECKPOINT_PERIOD": 4,
                     "EVAL_EXAMPLES": 16}
@@ -78,6 +79,12 @@ def _check_run_directory(model_dir, record, steps):
                                  "fraction": None}
     assert record["best_metric"]["name"] == "f1"
     assert record["vocabulary"] == str(model_dir / "spiece.model")
+    # What evaluation needs to score the run as it was trained (run.json schema 2).
+    assert {key: record[key] for key in ("schema_version", "anchor_compatible", "selection",
+                                         "scored_as", "pack", "num_folds")} == {
+        "schema_version": 2, "anchor_compatible": False, "scored_as": "ncbi_disease",
+        "selection": {"metric": "f1", "higher_is_better": True}, "pack": False, "num_folds": 5}
+    assert read_run_record(model_dir).to_json() == record
     best = load_checkpoint(model_dir / f"checkpoint_{record['best_step']}")
     assert best.step == record["best_step"]
     assert "MODEL_DIR" in (model_dir / "config.gin").read_text()

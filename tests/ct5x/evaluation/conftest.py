@@ -14,5 +14,6 @@ def synthetic_report(tmp_path_factory):
     """(known scores, report.json content, report folder), compared with the paper."""
     root = tmp_path_factory.mktemp("synthetic_report")
     known = write_grid(root / "runs")
-    report = write_report(find_metrics_files(root / "runs"), root / "out", ReportSettings(paper=True))
+    report = write_report(find_metrics_files(root / "runs"), root / "out",
+                          ReportSettings(paper=True))
     return known, report, root / "out"

@@ -84,7 +84,7 @@ def test_unreadable_metrics_file_is_named(tmp_path):
     bad.parent.mkdir()
     bad.write_text('{"model": "x",\n oops')
     (table,), (problem,) = tables_and_problems(tmp_path)
-    assert problem.startswith(f"{bad}: line 2: not valid JSON")
+    assert problem.startswith(f"{bad}: line 2: not valid JSON") and len(table.rows) == 1
 
 
 def test_report_command_exits_2_after_writing_what_it_could(tmp_path, capsys):
