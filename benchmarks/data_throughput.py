@@ -67,15 +67,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
 
-    import ct5x_tasks
+    import ct5x_tasks.registration  # registers every task with SeqIO
 
-    os.environ["CT5X_DATA_DIR"] = args.data_dir
     with tempfile.TemporaryDirectory() as workdir:
         train_file = pathlib.Path(args.data_dir) / "NCBI_disease" / "train_blurb.tsv"
         spm_path = args.spm or train_vocabulary(pathlib.Path(workdir), train_file)
-        ct5x_tasks.set_vocabulary_path(spm_path)
-        results = {name: measure(shape, args.epochs, args.batch_size)
-                   for name, shape in SHAPES.items()}
+        with ct5x_tasks.settings(data_dir=args.data_dir, vocabulary_path=spm_path):
+            results = {name: measure(shape, args.epochs, args.batch_size)
+                       for name, shape in SHAPES.items()}
 
     print(f"{'shape':<14} {'examples':>9} {'batches':>8} {'seconds':>8} {'ex/s':>9} {'batch/s':>8}")
     for name, row in results.items():

@@ -5,7 +5,8 @@
 - `_site_<site>`: the same task read from a site's directory (Stigma's out-of-domain hospital);
 - `_fold<k>`: fold k (0-4) of folds.json: its train and validation parts, the original test;
 - `_pct<p>`: p percent of fold k's training part (p = 1, 5, 25; 0.5 is written `0p5`).
-Every name starts with its base name, which is how metrics find a variant's base task.
+Every name starts with its base name; what scores a task comes from its facts (`catalog.TaskInfo`),
+never from its name.
 """
 
 import dataclasses

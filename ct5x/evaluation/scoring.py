@@ -1,5 +1,5 @@
 """`evaluate_runs`: decode each finished run's test split with its best checkpoint and score it,
-as the run was trained: its recorded data locations, feature lengths, anchor mode and scoring.
+as the run was trained: its recorded data locations, anchor mode and scoring.
 
 Beside each run.json it writes `predictions.jsonl` (id, prediction, target; the input only on
 request) and `metrics.json`. A run already scored at the same checkpoint step is skipped unless
@@ -232,16 +232,15 @@ def evaluate_run(directory: pathlib.Path, record: RunRecord, settings: Evaluatio
     locations = dataclasses.asdict(record.data_settings)
     if settings.data_dir:
         locations["data_dir"] = settings.data_dir
-    lengths = record.task_feature_lengths
     with ct5x_tasks.settings(**locations, anchor_compatible=anchor_compatible,
                              vocabulary_path=checkpoint.vocabulary_path,
                              extra_ids=vocabulary.extra_ids):
-        split_data = build_split(task, settings.split, lengths)
+        split_data = build_split(task, settings.split)
         # A schema-1 record names no scoring: the registered task's, looked up by exact name.
         scored_as = record.scored_as if record.schema_version >= 2 else split_data.task.scored_as
         options = DecodingOptions(
             num_beams=split_data.task.num_beams,
-            max_decode_length=split_data.task.decode_length_for(lengths["targets"]),
+            max_decode_length=split_data.task.decode_length,
             length_penalty_style=settings.length_penalty_style,
             alpha=settings.alpha,
         )

@@ -2,7 +2,7 @@
 
 `build_split` reads the task settings in force: `scoring` applies the run's recorded data
 locations, anchor mode and vocabulary as a `ct5x_tasks.settings` block around it. The examples come
-in the source's order (no shuffling); inputs are tokenized, truncated to the run's input length
+in the source's order (no shuffling); inputs are tokenized, truncated to the task's input length
 (the registry logs how many were cut; none is dropped) and end with EOS.
 """
 
@@ -31,7 +31,7 @@ class EvaluationSplit:
     split: str
     ids: list[str]
     inputs: list[str]
-    # [example] EOS-terminated token ids, at most the run's input length long.
+    # [example] EOS-terminated token ids, at most task.input_length long.
     input_tokens: list[list[int]]
     # The target text, or for RadQA every gold answer (the form `ct5x metrics` reads).
     targets: list[Target]
@@ -67,12 +67,10 @@ def _target(example: Mapping[str, Any]) -> Target:
     return _text(example["targets_pretokenized"])
 
 
-def build_split(task_name: str, split: str = "test",
-                lengths: Mapping[str, int] | None = None) -> EvaluationSplit:
-    """The split of a registered task with the task settings in force, at the feature lengths a
-    run trained with (default: the task's own)."""
+def build_split(task_name: str, split: str = "test") -> EvaluationSplit:
+    """The split of a registered task with the task settings in force."""
     info = ct5x_tasks.task_info(task_name)
-    lengths = dict(lengths or {"inputs": info.input_length, "targets": info.target_length})
+    lengths = {"inputs": info.input_length, "targets": info.target_length}
     dataset = ct5x_tasks.get_provider(task_name).get_dataset(
         lengths, split=split, use_cached=False, shuffle=False, num_epochs=1
     )

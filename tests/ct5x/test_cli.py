@@ -194,3 +194,25 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+LIGHT_COMMANDS = """
+import sys, time
+started = time.perf_counter()
+from ct5x.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = sorted(name for name in ("jax", "tensorflow", "seqio") if name in sys.modules)
+print("HEAVY", heavy, round(time.perf_counter() - started, 2), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sweep", "plan", "experiments/in_domain.gin",
+                                               "--no-commands"]])
+def test_help_and_sweep_plan_import_neither_jax_nor_tensorflow(argv):
+    result = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS, *argv], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert "HEAVY [] " in result.stderr, result.stderr[-2000:]
+    assert result.stdout.strip()
