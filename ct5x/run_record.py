@@ -35,7 +35,6 @@ PREDICTIONS_FILE = "predictions.jsonl"  # `ct5x evaluate`: one line per test exa
 SITE_METRICS_GLOB = "metrics_site_*.json"  # `ct5x evaluate --test-site`
 SWEEP_ERROR_LOG = "sweep_error.log"  # `ct5x sweep run`: the traceback of a run that raised
 
-DATA_SETTING_KEYS = ("data_dir", "dataset_dirs", "site_dirs", "folds_dir", "on_bad_record")
 _VARIANT_KEYS = ("flan", "deid", "site", "fold", "fraction")
 
 
@@ -61,6 +60,9 @@ class DataLocations:
     folds_dir: str | None = None
     # None: recorded before schema 2.
     on_bad_record: str | None = None
+
+
+DATA_SETTING_KEYS = tuple(field.name for field in dataclasses.fields(DataLocations))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Every fact about a task that the trainer, the evaluation and the sweep share, in one place.
 
-`FAMILIES` holds the paper's dataset families (and the user's `custom` ones) by base task name;
+`FAMILIES` holds the paper's dataset families, the user's `custom` ones and the demo's synthetic
+task by base task name;
 `SCORING` says how each paper task is scored: the metric that selects checkpoints (and whether
 higher is better), the metrics that count things rather than score them, and the study's decoding
 cap under the anchor switch. `variant_info` puts these together for one task variant as a
@@ -13,7 +14,7 @@ import functools
 from collections.abc import Iterator
 
 from ct5x.errors import UserInputError
-from ct5x_tasks import clip, hoc, mednli, ner, radqa, stigma, task_settings
+from ct5x_tasks import clip, hoc, mednli, ner, radqa, stigma, synthetic, task_settings
 from ct5x_tasks.custom import custom_family
 from ct5x_tasks.family import Family
 from ct5x_tasks.naming import NUM_FOLDS, Variant
@@ -72,6 +73,13 @@ def _custom_settings() -> task_settings.CustomTaskSettings:
     return task_settings.current().custom_task
 
 
+def custom_task_family(name: str, config: task_settings.CustomTaskSettings) -> Family:
+    """A user's dataset with fixed settings (`registration.register_custom_task`) as a family."""
+    return dataclasses.replace(custom_family(name, lambda: config),
+                               input_length=config.input_length,
+                               target_length=config.target_length)
+
+
 FAMILIES: dict[str, Family] = {
     family.base: family
     for family in (
@@ -82,6 +90,7 @@ FAMILIES: dict[str, Family] = {
         *hoc.FAMILIES,
         *ner.FAMILIES,
         custom_family("custom", _custom_settings, flan_prompt=False),
+        custom_task_family(synthetic.TASK, synthetic.SETTINGS),
     )
 }
 

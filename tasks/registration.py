@@ -22,12 +22,12 @@ from ct5x_tasks import metrics
 from ct5x_tasks.catalog import (
     FAMILIES,
     TaskInfo,
+    custom_task_family,
     family_of_base,
     family_variants,
     scored_as,
     variant_info,
 )
-from ct5x_tasks.custom import custom_family
 from ct5x_tasks.family import Family
 from ct5x_tasks.naming import NUM_FOLDS, Variant, percent_label
 from ct5x_tasks.preprocessors import report_truncation
@@ -104,10 +104,7 @@ def register_task_info(info: TaskInfo) -> None:
 def register_custom_task(name: str, config: CustomTaskSettings) -> None:
     """Register a user's dataset as base task `name` (files under DATA_DIR/<name>, or
     `dataset_dirs[name]`), with its fold variants."""
-    family = dataclasses.replace(
-        custom_family(name, lambda: config),
-        input_length=config.input_length, target_length=config.target_length,
-    )
+    family = custom_task_family(name, config)
     FAMILIES[name] = family
     register_family(family)
 
@@ -185,13 +182,11 @@ def get_provider(name: str) -> seqio.Task | seqio.Mixture:
 
 
 def _register_everything() -> None:
-    """The paper's families and mixtures, span corruption, and the synthetic task."""
+    """Every family of the catalog, the mixtures, and span corruption."""
     from ct5x_tasks.span_corruption import register_span_corruption
-    from ct5x_tasks.synthetic import register_synthetic_task
 
     register_all()
     register_span_corruption()
-    register_synthetic_task()
 
 
 _register_everything()

@@ -169,6 +169,15 @@ def set_vocabulary_path(path: str | os.PathLike | None, extra_ids: int = 0) -> N
         _process.update(vocabulary_path=os.fspath(path), extra_ids=extra_ids)
 
 
+def vocabulary() -> tuple[str | None, int]:
+    """(vocabulary_path, extra_ids) in force; the trainer's, without resolving every setting,
+    when no block names a vocabulary (it is read for every decoded example)."""
+    if _process and not any({"vocabulary_path", "extra_ids"} & set(layer) for layer in _blocks):
+        return _process["vocabulary_path"], _process["extra_ids"]
+    resolved = current()
+    return resolved.vocabulary_path, resolved.extra_ids
+
+
 def read_configuration_from(configured: Callable[[], Layer] | None) -> None:
     """Installs the function giving the gin-bound fields (`gin_bindings` calls this)."""
     global _configured

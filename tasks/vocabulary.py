@@ -19,10 +19,8 @@ from ct5x_tasks import task_settings
 
 def vocabulary_source() -> tuple[str | None, int]:
     """The configured (path, extra_ids), or (None, 0) when nothing is set."""
-    resolved = task_settings.current()
-    if not resolved.vocabulary_path:
-        return None, 0
-    return resolved.vocabulary_path, resolved.extra_ids
+    path, extra_ids = task_settings.vocabulary()
+    return (path, extra_ids) if path else (None, 0)
 
 
 class ModelVocabulary(seqio.Vocabulary):

@@ -155,11 +155,9 @@ def choice_problems(choices: Sequence[Choice]) -> list:
     for choice in choices:
         problems += [ReportProblem(fold.model_dir, f"no validation score: {fold.reason}")
                      for fold in choice.missing]
-        if choice.learning_rate is None or choice.conflict:
-            model, block, task, fraction, site = choice.group
-            where = f"{model} {task} (block {block}, fraction {fraction}, site {site})"
-            problems.append(ReportProblem(where, choice.conflict or "no learning rate chosen: "
-                                          "some rate lost a fold (listed)"))
+        if choice.learning_rate is None:
+            problems.append(ReportProblem(choice.where, choice.conflict or "no learning rate "
+                                          "chosen: some rate lost a fold (listed)"))
     return problems
 
 

@@ -60,10 +60,15 @@ class Choice:
             "missing": [dataclasses.asdict(fold) for fold in self.missing],
         }
 
+    @property
+    def where(self) -> str:
+        """The group in words: model, task, grid block, fraction and site."""
+        model, block, task, fraction, site = self.group
+        return f"{model} {task} (block {block}, fraction {fraction}, site {site})"
+
     def describe(self) -> str:
         """One line: the group, and why it has no rate or was decided on incomplete folds."""
-        model, block, task, fraction, site = self.group
-        where = (f"{model} {task} (block {block}, fraction {fraction}, site {site})")
+        where = self.where
         lost = "; ".join(f"lr {fold.learning_rate:g} fold {fold.fold}: {fold.reason}"
                          for fold in self.missing)
         if self.conflict:
