@@ -280,10 +280,10 @@ def read_run_record(path: str | pathlib.Path) -> RunRecord | None:
     """The record of a run directory (or of a run.json path); None when there is no run.json yet.
     Anything unusable is a `RunRecordError` naming the file (and line or field)."""
     path = run_file(path)
+    if not path.is_file():
+        return None
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
     except OSError as error:
         raise RunRecordError(f"{path}: cannot read ({error.strerror})") from None
     except UnicodeDecodeError:

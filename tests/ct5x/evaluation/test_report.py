@@ -159,34 +159,29 @@ def test_plots_are_written_as_png_and_svg(grid):
 
 
 def test_report_command_without_paper_and_with_other_bootstrap(tmp_path, capsys):
+    """Also: a missing fold and an unreadable file leave their rows out, listed under "Failed and
+    missing runs"; the exit code says so after the report is written."""
     known = write_grid(tmp_path / "runs", cells=CELLS[-1:])
+    (tmp_path / "runs" / "FLAN-T5" / "ncbi_disease_flan_fold3" / "metrics.json").unlink()
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "metrics.json").write_text("{")
     assert main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-                 "--bootstrap-resamples", "50", "--seed", "7"]) == 0
-    assert "wrote 1 tables" in capsys.readouterr().out
+                 "--bootstrap-resamples", "50", "--seed", "7"]) == 2
+    captured = capsys.readouterr()
+    assert "wrote 1 tables" in captured.out
+    assert "model 'FLAN-T5' (flan): missing fold(s) 3" in captured.err
+    assert "broken" in captured.err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["settings"]["bootstrap_resamples"] == 50
-    cell = find_table(report, "ncbi_disease", "full")["rows"][0]["metrics"]["f1"]
+    table = find_table(report, "ncbi_disease", "full")
+    assert [row["model"] for row in table["rows"]] == ["T5-Den", "MIMIC-T5"]
+    assert len(report["problems"]) == 2
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Failed and missing runs" in text and "missing fold(s) 3" in text
+    cell = table["rows"][0]["metrics"]["f1"]
     assert "published_percent" not in cell
     scores = known[("T5-Den", "ncbi_disease", "full", "f1")]
     rng = np.random.RandomState(7)
     means = [np.mean(rng.choice(scores, 5, replace=True)) for _ in range(50)]
     assert cell["paper_interval"] == pytest.approx(np.percentile(means, [2.5, 97.5]))
     assert "Paper" not in (tmp_path / "out" / "tables" / "ncbi_disease_full.md").read_text()
-
-
-def test_report_is_written_from_what_scored_and_lists_the_rest(tmp_path, capsys):
-    """A missing fold and an unreadable file leave their rows out, listed; the exit code says
-    so after the report is written."""
-    write_grid(tmp_path / "runs", cells=CELLS[-1:])
-    (tmp_path / "runs" / "FLAN-T5" / "ncbi_disease_flan_fold3" / "metrics.json").unlink()
-    (tmp_path / "runs" / "broken").mkdir()
-    (tmp_path / "runs" / "broken" / "metrics.json").write_text("{")
-    capsys.readouterr()
-    assert main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
-    errors = capsys.readouterr().err
-    assert "model 'FLAN-T5' (flan): missing fold(s) 3" in errors and "broken" in errors
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert [row["model"] for row in report["tables"][0]["rows"]] == ["T5-Den", "MIMIC-T5"]
-    assert len(report["problems"]) == 2
-    text = (tmp_path / "out" / "report.md").read_text()
-    assert "## Failed and missing runs" in text and "missing fold(s) 3" in text
