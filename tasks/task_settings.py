@@ -103,6 +103,8 @@ def _checked(layer: Mapping[str, Any], where: str) -> dict[str, Any]:
     for name in _MAPPINGS:
         if name in values and not isinstance(values[name], Mapping):
             raise UserInputError(f"{where}: {name} must map names to folders")
+        if name in values:
+            values[name] = dict(values[name])  # the caller's dict may change later
     if "custom_task" in values and not isinstance(values["custom_task"], CustomTaskSettings):
         raise UserInputError(f"{where}: custom_task must be a CustomTaskSettings")
     return values
