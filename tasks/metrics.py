@@ -16,8 +16,9 @@ The anchor switch (`ct5x_tasks.anchor_settings.anchor_compatible`, CT5X_ANCHOR_C
 `ct5x metrics --anchor-compatible`) scores as the study's code did: single-label macro-F1 is plain
 `f1_score(average='macro')` over the labels seen on either side, so each distinct invalid output is
 an extra class with F1 0 and a label absent from both sides is skipped; HoC counts "none" as a
-positive class; NER uses the anchors' tagger (PAD padding, positional comparison). Metric functions
-registered with SeqIO read the switch each time they score, so checkpoint selection follows it.
+positive class; NER cleans up the text as transformers 4.22 decoded it, then uses the anchors'
+tagger (PAD padding, positional comparison). Metric functions registered with SeqIO read the
+switch each time they score, so checkpoint selection follows it.
 """
 
 import argparse
