@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from packed_batches import pack_examples
 
 from ct5x import partitioning
 from ct5x.config import T5Config
@@ -37,26 +38,12 @@ def _batch(rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _packed_batch(rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """Rows of two or three packed examples of unequal lengths (segment 0 is padding)."""
+    """Rows of two or three packed examples of unequal lengths."""
     rng = np.random.default_rng(seed)
-    features = {name: np.zeros((rows, length), np.int32) for name, length in (
-        ("encoder_input_tokens", 12), ("encoder_segment_ids", 12), ("decoder_target_tokens", 9),
-        ("decoder_input_tokens", 9), ("decoder_segment_ids", 9), ("decoder_loss_weights", 9))}
-    for row in range(rows):
-        encoder_at = decoder_at = 0
-        for segment in range(1, 3 + row % 2):
-            inputs = rng.integers(3, 40, size=rng.integers(1, 4))
-            targets = rng.integers(3, 40, size=1 + (row + segment) % 3)
-            encoder = slice(encoder_at, encoder_at + len(inputs))
-            decoder = slice(decoder_at, decoder_at + len(targets))
-            features["encoder_input_tokens"][row, encoder] = inputs
-            features["encoder_segment_ids"][row, encoder] = segment
-            features["decoder_target_tokens"][row, decoder] = targets
-            features["decoder_input_tokens"][row, decoder] = [0, *targets[:-1]]
-            features["decoder_segment_ids"][row, decoder] = segment
-            features["decoder_loss_weights"][row, decoder] = 1
-            encoder_at, decoder_at = encoder.stop, decoder.stop
-    return features
+    members = [[(rng.integers(3, 40, size=rng.integers(1, 4)),
+                 rng.integers(3, 40, size=1 + (row + segment) % 3))
+                for segment in range(1, 3 + row % 2)] for row in range(rows)]
+    return pack_examples(members, 12, 9)
 
 
 @functools.cache
@@ -104,11 +91,11 @@ def test_microbatch_means_average_each_microbatch_loss_as_transformers_trainer()
     model = EncoderDecoderModel(CONFIG, LossOptions(loss_normalizing_factor=factor))
     # Each data shard keeps its rows in every microbatch: rows b * count + i form microbatch i.
     microbatches = [{key: value[i::count] for key, value in batch.items()} for i in range(count)]
-    losses, grads = zip(*(jax.value_and_grad(lambda p, m=m: model.loss_fn(p, m, None)[0])(params)
-                          for m in microbatches))
+    loss_and_grad = jax.jit(jax.value_and_grad(lambda p, m: model.loss_fn(p, m, None)[0]))
+    losses, grads = zip(*(loss_and_grad(params, m) for m in microbatches))
     grad = jax.tree.map(lambda *g: sum(g) / count, *grads)
     optimizer = make_optimizer(OptimizerSettings(learning_rate=1e-2))
-    updates, _ = optimizer.update(grad, optimizer.init(params), params)
+    updates, _ = jax.jit(optimizer.update)(grad, optimizer.init(params), params)
     expected = optax.apply_updates(params, updates)
     found_params, found = _one_step(_trainer(factor, count, microbatch_means=True), params, batch)
     assert found["loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
