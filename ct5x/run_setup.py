@@ -246,8 +246,9 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     previous = directory.read_run()
     if previous and saved.complete_steps(directory.path):
         # Resuming: run.json's fixed fields stay as first written (the checkpoint's data
-        # position refuses changed data settings), its progress fields as last written.
-        record = {**record, **previous}
+        # position refuses changed data settings), its progress fields as last written; the
+        # number of steps is this run's, which may train further.
+        record = {**record, **previous, "train_steps": train_steps}
     directory.write_text(CONFIG_GIN, gin_utils.operative_config())
     run = Run(
         trainer=trainer, stream=stream, validator=validator, directory=directory, record=record,
