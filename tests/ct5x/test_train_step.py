@@ -69,9 +69,8 @@ def _initial_params():
 
 
 # NONE and NUM_TOTAL_TARGET_TOKENS only sum or average; these two weigh microbatches unequally,
-# AVERAGE_PER_SEQUENCE by the packed sequences of each row.
+# AVERAGE_PER_SEQUENCE by the sequences packed into each row.
 @pytest.mark.parametrize("factor, packed", [("NUM_REAL_TARGET_TOKENS", False),
-                                            ("AVERAGE_PER_SEQUENCE", False),
                                             ("AVERAGE_PER_SEQUENCE", True)])
 def test_microbatches_give_the_whole_batch_step(factor, packed):
     params = _initial_params()
