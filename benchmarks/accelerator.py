@@ -114,7 +114,8 @@ def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
 
     model = build_model([f"models/t5_1_1/{size}.gin"],
                         ["ACTIVATION_DTYPE = 'bfloat16'", *args.binding])
-    optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
+    optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4,
+                                                 max_grad_norm=None))
     trainer = Trainer(model, optimizer, partitioning.make_mesh(),
                       partitioning.standard_logical_axis_rules(), seed=0)
     carry = {"state": trainer.create_state(None)}

@@ -54,7 +54,8 @@ def ct5x_worker(size: str, policy: str, steps_per_execution: int) -> dict:
     from ct5x.trainer import Trainer
 
     model = EncoderDecoderModel(_config(size, policy))
-    optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4))
+    optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4,
+                                                 max_grad_norm=None))
     trainer = Trainer(model, optimizer, partitioning.make_mesh(1, jax.devices()[:1]),
                       partitioning.standard_logical_axis_rules(), seed=0,
                       steps_per_execution=steps_per_execution)

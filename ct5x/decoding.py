@@ -4,7 +4,7 @@ The search functions are pure and traceable; the caller jits them (around the mo
 `predict_batch`), so that one decode is one XLA program whatever its length. `batch_size`,
 `num_beams` and `max_decode_length` must be static (Python ints) under that jit.
 
-Beam search offers two scoring conventions so that results can match either stack:
+Beam search offers three scoring conventions so that results can match either stack:
 
 - "hf": what transformers 5.24 `generate(num_beams=K, max_new_tokens=N)` does with its defaults
   (`length_penalty=1.0`, `early_stopping=False`). A hypothesis ends when it emits EOS or reaches
@@ -12,6 +12,11 @@ Beam search offers two scoring conventions so that results can match either stac
   ** alpha. Only the best K of the 2K candidates of a step may end there. An example stops once
   its best live beam, scored as if it ended now, cannot beat its worst kept hypothesis.
   transformers runs greedy search for num_beams=1, and so does this style.
+- "hf_4.22": what transformers 4.22 (the study's version) did with the same defaults. A
+  hypothesis that emits EOS is scored as in "hf"; the beams still live at the last step are all
+  finalised, each divided by its length counting the decoder start token (N + 1 for N generated
+  tokens). An example stops once its best candidate of the step (EOS or not), scored at the
+  step's length, cannot beat its worst kept hypothesis.
 - "t5x": what T5X's `decoding.beam_search` does. Only EOS ends a hypothesis; its score is the
   log-probability divided by ((5 + length) / 6) ** alpha. Any of the 2K candidates may end. An
   example stops once its worst kept hypothesis beats its best live log-probability divided by
@@ -39,8 +44,8 @@ TokensToLogits = Callable[[jax.Array, jax.Array, PyTree], tuple[jax.Array, PyTre
 
 # Large finite negative score for masked candidates; finite so that sums never make NaN.
 NEG_INF = np.float32(-1.0e9)
-LENGTH_PENALTY_STYLES = ("hf", "t5x")
-DEFAULT_ALPHA = {"hf": 1.0, "t5x": 0.6}
+LENGTH_PENALTY_STYLES = ("hf", "hf_4.22", "t5x")
+DEFAULT_ALPHA = {"hf": 1.0, "hf_4.22": 1.0, "t5x": 0.6}
 
 
 def _gather_rows(tree: PyTree, rows: jax.Array) -> PyTree:
@@ -183,9 +188,20 @@ class _BeamState(NamedTuple):
 def _penalty_table(style: str, alpha: float, max_decode_length: int) -> np.ndarray:
     """[max_decode_length + 2] float32 divisor for a hypothesis of each generated length."""
     lengths = np.arange(max_decode_length + 2, dtype=np.float64)
-    if style == "hf":
+    if style.startswith("hf"):
         return (lengths**alpha).astype(np.float32)
     return (((5.0 + lengths) / 6.0) ** alpha).astype(np.float32)
+
+
+def _keep_best(kept: tuple, ended: tuple) -> tuple:
+    """The K best of kept and newly ended hypotheses: (scores [batch, K], sequences
+    [batch, K, length], flags [batch, K]), from two such triples (the second may hold more)."""
+    scores = jnp.concatenate([kept[0], ended[0]], axis=1)
+    best_scores, pick = jax.lax.top_k(scores, kept[0].shape[1])
+    seqs = jnp.take_along_axis(jnp.concatenate([kept[1], ended[1]], axis=1), pick[:, :, None],
+                               axis=1)
+    flags = jnp.take_along_axis(jnp.concatenate([kept[2], ended[2]], axis=1), pick, axis=1)
+    return best_scores, seqs, flags
 
 
 def beam_search(
@@ -208,10 +224,10 @@ def beam_search(
     an example is the same, runs once per example: `tokens_to_logits` first sees those
     batch_size rows. Choosing its beams copies the cache to batch_size * num_beams rows, which
     every later call sees (row b*K + k is beam k of example b) and which are reordered along
-    axis 0 as beams move. `alpha` is Hugging Face's length_penalty exponent for style "hf"
-    (default 1.0) and T5X's brevity alpha for "t5x" (default 0.6). Any vocabulary of two or
-    more tokens works, even one smaller than the beam: candidates that descend from an empty
-    beam slot are never kept as hypotheses.
+    axis 0 as beams move. `alpha` is Hugging Face's length_penalty exponent for the styles
+    "hf" and "hf_4.22" (default 1.0) and T5X's brevity alpha for "t5x" (default 0.6). Any
+    vocabulary of two or more tokens works, even one smaller than the beam: candidates that
+    descend from an empty beam slot are never kept as hypotheses.
     """
     _check_lengths(batch_size, max_decode_length, num_beams)
     if length_penalty_style not in LENGTH_PENALTY_STYLES:
@@ -219,7 +235,8 @@ def beam_search(
             f"decoding setting length_penalty_style must be one of {LENGTH_PENALTY_STYLES}, "
             f"got {length_penalty_style!r}"
         )
-    hf_style = length_penalty_style == "hf"
+    hf_style = length_penalty_style.startswith("hf")
+    hf_4_22 = length_penalty_style == "hf_4.22"
     alpha = DEFAULT_ALPHA[length_penalty_style] if alpha is None else float(alpha)
     penalty = jnp.asarray(_penalty_table(length_penalty_style, alpha, max_decode_length))
     if hf_style and num_beams == 1:
@@ -275,28 +292,39 @@ def beam_search(
         cache = _gather_rows(cache, source_rows.reshape(-1) // (num_beams // rows_per_example))
 
         # Kept set: merge candidates that end here into the K best ended hypotheses.
-        if hf_style:
-            in_top_k = jnp.arange(num_candidates) < num_beams
-            ends = (cand_eos | (step == max_decode_length - 1)) & in_top_k[None, :]
+        last_step = step == max_decode_length - 1
+        in_top_k = jnp.arange(num_candidates) < num_beams
+        if length_penalty_style == "hf":
+            ends = (cand_eos | last_step) & in_top_k[None, :]
+        elif hf_4_22:
+            ends = cand_eos & in_top_k[None, :]
         else:
             ends = cand_eos
         ends = ends & cand_real & state.searching[:, None]
-        ended_scores = jnp.where(ends, cand_scores / penalty[step + 1], NEG_INF)
-        merged_scores = jnp.concatenate([state.kept_scores, ended_scores], axis=1)
-        kept_scores, kept_pick = jax.lax.top_k(merged_scores, num_beams)
-        kept_seqs = jnp.take_along_axis(
-            jnp.concatenate([state.kept_seqs, cand_seqs], axis=1), kept_pick[:, :, None], axis=1
-        )
-        kept_flags = jnp.take_along_axis(
-            jnp.concatenate([state.kept_flags, ends], axis=1), kept_pick, axis=1
+        kept = _keep_best(
+            (state.kept_scores, state.kept_seqs, state.kept_flags),
+            (jnp.where(ends, cand_scores / penalty[step + 1], NEG_INF), cand_seqs, ends),
         )
 
         # Can a live beam still beat the worst kept hypothesis?
-        best_live = live_pick_scores[:, 0] / (penalty[step + 1] if hf_style else t5x_bound)
-        worst_kept = jnp.min(kept_scores, axis=1)
-        settled = jnp.all(kept_flags, axis=1) & (
+        if hf_4_22:
+            best_live = cand_scores[:, 0] / penalty[step + 1]  # the best candidate, EOS or not
+        elif hf_style:
+            best_live = live_pick_scores[:, 0] / penalty[step + 1]
+        else:
+            best_live = live_pick_scores[:, 0] / t5x_bound
+        worst_kept = jnp.min(kept[0], axis=1)
+        settled = jnp.all(kept[2], axis=1) & (
             (best_live <= worst_kept) if hf_style else (worst_kept > best_live)
         )
+        searching = state.searching & ~settled
+        if hf_4_22:
+            # transformers 4.22 finalises the live beams of unfinished examples after the last
+            # step; their token sequences include the decoder start token.
+            live_ends = last_step & searching[:, None] & (live_pick_scores > NEG_INF / 2)
+            kept = _keep_best(kept, (jnp.where(live_ends, live_pick_scores / penalty[step + 2],
+                                               NEG_INF), live_seqs, live_ends))
+        kept_scores, kept_seqs, kept_flags = kept
         return _BeamState(
             step=step + 1,
             live_tokens=live_tokens,
@@ -305,7 +333,7 @@ def beam_search(
             kept_seqs=kept_seqs,
             kept_scores=kept_scores,
             kept_flags=kept_flags,
-            searching=state.searching & ~settled,
+            searching=searching,
             cache=cache,
         )
 

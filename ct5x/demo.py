@@ -238,7 +238,10 @@ def print_summary(summary: dict) -> None:
         print(f"  {name:<10} {cell['mean']:.3f}  (95% t interval {low:.3f}-{high:.3f})")
     print(f"  majority-class baseline  {summary['majority_baseline'][metric]:.3f}")
     test = summary["paired_t_test"]
-    if test:
+    if test and test["t"] is None:  # NaN in the report: the same difference in every fold
+        print(f"  paired t-test {test['a']} vs {test['b']}: mean difference "
+              f"{test['mean_difference']:+.3f} in every fold, t and p undefined")
+    elif test:
         print(f"  paired t-test {test['a']} vs {test['b']}: mean difference "
               f"{test['mean_difference']:+.3f}, t = {test['t']:.2f}, p = {test['p']:.3g}")
 

@@ -31,7 +31,8 @@ class DecodingOptions:
 
     num_beams: int = 1
     max_decode_length: int = 64
-    # "hf": transformers' beam scoring (length_penalty exponent, default 1.0);
+    # "hf": transformers' beam scoring (length_penalty exponent, default 1.0); "hf_4.22": the
+    # same as transformers 4.22 (the study's) ran it, the start token counted at max length;
     # "t5x": T5X's brevity penalty ((5 + length) / 6) ** alpha, default alpha 0.6.
     length_penalty_style: str = "hf"
     alpha: float | None = None
@@ -43,19 +44,27 @@ class DecodingOptions:
             raise UserInputError(
                 f"--max-decode-length={self.max_decode_length}: must be at least 1"
             )
-        if self.length_penalty_style not in ("hf", "t5x"):
+        if self.length_penalty_style not in decoding.LENGTH_PENALTY_STYLES:
             raise UserInputError(
-                f"--length-penalty-style={self.length_penalty_style!r}: expected 'hf' or 't5x'"
+                f"--length-penalty-style={self.length_penalty_style!r}: expected one of "
+                f"{', '.join(decoding.LENGTH_PENALTY_STYLES)}"
             )
 
 
 @dataclasses.dataclass(frozen=True)
 class LossOptions:
-    """T5X's loss settings; the paper's Hugging Face runs used NUM_REAL_TARGET_TOKENS."""
+    """T5X's loss settings and defaults (gin/runs/finetune.gin binds the paper's: z-loss 0,
+    NUM_REAL_TARGET_TOKENS).
+
+    `loss_on_padding` counts every target position, padding included, as a target (the pad id):
+    the study's FLAN Stigma runs padded their labels with the pad id instead of -100, so the
+    Trainer's loss averaged over every position up to the padded length.
+    """
 
     z_loss: float = 1e-4
     label_smoothing: float = 0.0
     loss_normalizing_factor: str | float = "NONE"
+    loss_on_padding: bool = False
 
 
 class EncoderDecoderModel:
@@ -108,9 +117,11 @@ class EncoderDecoderModel:
         logits = self.logits(params, batch, dropout_rng)
         targets = batch["decoder_target_tokens"]
         weights = batch.get("decoder_loss_weights")
-        if weights is None:
-            weights = targets > 0
         options = self.loss_options
+        if options.loss_on_padding:
+            weights = jnp.ones_like(targets)
+        elif weights is None:
+            weights = targets > 0
         loss, parts = losses.weighted_loss(
             logits,
             targets,

@@ -86,6 +86,8 @@ class RunRecord:
     best_metric: BestMetric | None
     finished: bool
     evaluations_without_improvement: int = 0
+    # Early stopping fired: a resumed run trains no further.
+    early_stopped: bool = False
     # Schema 2 (None in schema-1 records):
     anchor_compatible: bool | None = None
     selection: Selection | None = None
@@ -121,6 +123,7 @@ class RunRecord:
                 self.best_metric),
             "finished": self.finished,
             "evaluations_without_improvement": self.evaluations_without_improvement,
+            "early_stopped": self.early_stopped,
             "ct5x_version": self.ct5x_version,
             "task_feature_lengths": dict(self.task_feature_lengths),
             "data_settings": {key: getattr(self.data_settings, key) for key in DATA_SETTING_KEYS},
@@ -260,6 +263,7 @@ def record_from_json(record: Any, where: str) -> RunRecord:
         finished=fields.get("finished", (bool,)),
         evaluations_without_improvement=fields.get(
             "evaluations_without_improvement", (int,), required=False) or 0,
+        early_stopped=fields.get("early_stopped", (bool,), required=False) or False,
         anchor_compatible=fields.get("anchor_compatible", (bool,)) if v2 else None,
         selection=_selection(fields, schema, best),
         scored_as=fields.get("scored_as", (str, type(None))) if v2 else None,

@@ -67,8 +67,10 @@ class RunSettings:
     num_processes: int | None = None
     process_id: int | None = None
     optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
+    # The paper's objective: plain cross-entropy (no z-loss), the mean over real target tokens.
     loss: LossOptions = dataclasses.field(
-        default_factory=lambda: LossOptions(loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
+        default_factory=lambda: LossOptions(z_loss=0.0,
+                                            loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
     )
 
     def check(self) -> None:

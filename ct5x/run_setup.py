@@ -19,12 +19,13 @@ from jax.experimental import multihost_utils
 
 from ct5x import partitioning
 from ct5x.checkpoints import TOKENIZER_FILES, VOCABULARY_FILE, load_checkpoint
+from ct5x.checkpoints import train_state as saved
 from ct5x.checkpoints.hf import CONFIG_FILE, config_json
 from ct5x.checkpoints.tree import flatten
 from ct5x.config import T5Config
 from ct5x.data_pipeline import DataSettings, TrainingStream
 from ct5x.errors import UserInputError
-from ct5x.models import DecodingOptions, EncoderDecoderModel
+from ct5x.models import DecodingOptions, EncoderDecoderModel, LossOptions
 from ct5x.optimizers import make_optimizer, make_schedule
 from ct5x.run_directory import RunDirectory
 from ct5x.run_record import (
@@ -148,6 +149,33 @@ def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
     return record.to_json()
 
 
+def _loss_options(settings: RunSettings, info: Any, lengths: dict, anchor: bool) -> LossOptions:
+    """The run's loss; under the anchor switch also the study's feature lengths for the task
+    (`lengths` is updated: CLIP's T5 inputs, FLAN Stigma's padded labels) and, where its labels
+    were padded with the pad id, a loss over that padding."""
+    from ct5x_tasks.study_training import study_features
+
+    if not anchor:
+        return settings.loss
+    study = study_features(info.variant)
+    changes = {key: value for key, value in (("inputs", study.input_length),
+                                             ("targets", study.target_length)) if value}
+    if changes:
+        print(f"{info.name} (anchor-compatible): feature lengths {changes} as the study "
+              "tokenised them" + (", the loss over the label padding"
+                                  if study.loss_on_padding else ""), flush=True)
+        lengths.update(changes)
+    return dataclasses.replace(settings.loss, loss_on_padding=study.loss_on_padding)
+
+
+def _state_bytes(model: EncoderDecoderModel, settings: RunSettings) -> int:
+    """Bytes of one saved training state: parameters and optimizer state (its layout does not
+    depend on the schedule's length)."""
+    params = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+    state = jax.eval_shape(make_optimizer(settings.optimizer, total_steps=1).init, params)
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves((params, state)))
+
+
 def _summary_writers(directory: RunDirectory) -> dict:
     if jax.process_index() != 0:
         return {}
@@ -158,6 +186,7 @@ def _summary_writers(directory: RunDirectory) -> dict:
 
 def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tuple[Run, Any]:
     """Everything `training_loop.train` needs, and the initial parameters (None: from scratch)."""
+    import ct5x_tasks
     from ct5x import gin_utils
     from ct5x_tasks import task_info, task_names
 
@@ -173,23 +202,19 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
         raise
     lengths = dict(settings.task_feature_lengths or {"inputs": info.input_length,
                                                      "targets": info.target_length})
+    anchor = ct5x_tasks.current_settings().anchor_compatible
+    loss = _loss_options(settings, info, lengths, anchor)
     checkpoint_path = settings.initial_checkpoint_path
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     config = network_config(settings, gin_model, checkpoint)
-    model = EncoderDecoderModel(config, settings.loss)
+    model = EncoderDecoderModel(config, loss)
     if checkpoint is not None:
         check_shapes(model, checkpoint.params, checkpoint_path)
     mesh = partitioning.make_mesh(settings.num_partitions)
     rules = partitioning.standard_logical_axis_rules(settings.activation_partitioning_dims,
                                                      settings.parameter_partitioning_dims)
-    trainer = Trainer(model, make_optimizer(settings.optimizer), mesh, rules,
-                      settings.random_seed, settings.num_microbatches,
-                      make_schedule(settings.optimizer),
-                      settings.steps_per_execution_for(jax.default_backend()))
     directory = RunDirectory(settings.model_dir)
-    state_bytes = sum(leaf.size * leaf.dtype.itemsize
-                      for leaf in jax.tree.leaves(trainer.state_shapes))
-    directory.prepare(state_bytes)
+    directory.prepare(_state_bytes(model, settings))
     vocabulary = _install_vocabulary(directory, settings, checkpoint)
     directory.write_text(CONFIG_FILE, config_json(config).decode())
     stream = TrainingStream(DataSettings(
@@ -200,24 +225,34 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     print(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
           + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
           + f" -> {train_steps} steps", flush=True)
-    # The task's decoding length (capped under the anchor switch), never past the target length.
+    # Under the anchor switch, microbatches are averaged as transformers' Trainer averages them.
+    trainer = Trainer(model, make_optimizer(settings.optimizer, train_steps), mesh, rules,
+                      settings.random_seed, settings.num_microbatches,
+                      make_schedule(settings.optimizer, train_steps),
+                      settings.steps_per_execution_for(jax.default_backend()),
+                      microbatch_means=anchor)
+    # The task's decoding length (capped under the anchor switch), never past the target length;
+    # beams scored as transformers 4.22 scored them under the anchor switch.
     options = DecodingOptions(num_beams=info.num_beams,
-                              max_decode_length=info.decode_length_for(lengths["targets"]))
+                              max_decode_length=info.decode_length_for(lengths["targets"]),
+                              length_penalty_style="hf_4.22" if anchor else "hf")
     validator = Validator(info.name, lengths, settings.batch_size, options,
                           settings.eval_examples)
     record = _run_record(settings, info, checkpoint_path, lengths, vocabulary, train_examples,
                          train_steps)
-    previous = directory.read_run() or {}
-    for key in ("latest_step", "best_step", "best_metric", "evaluations_without_improvement"):
-        if key in previous:
-            record[key] = previous[key]
+    previous = directory.read_run()
+    if previous and saved.complete_steps(directory.path):
+        # Resuming: run.json's fixed fields stay as first written (the checkpoint's data
+        # position refuses changed data settings), its progress fields as last written; the
+        # number of steps is this run's, which may train further.
+        record = {**record, **previous, "train_steps": train_steps}
     directory.write_text(CONFIG_GIN, gin_utils.operative_config())
     run = Run(
         trainer=trainer, stream=stream, validator=validator, directory=directory, record=record,
         train_steps=train_steps, eval_period=settings.eval_period_for(train_examples),
         checkpoint_period=settings.checkpoint_period, log_period=settings.log_period,
         keep_checkpoints=settings.keep_checkpoints,
-        selection_metric=_selection(settings, info).metric,
+        selection=_selection(settings, info),
         early_stopping_patience=settings.early_stopping_patience, log_examples=log_examples,
         summary_writers=_summary_writers(directory),
     )

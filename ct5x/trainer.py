@@ -57,7 +57,8 @@ def microbatch_weight(factor: str | float, microbatch: dict, batch: dict, count:
     """The share of one microbatch's normalised loss in the whole batch's normalised loss.
 
     Accumulating `weight * gradient` over microbatches gives exactly the whole batch's gradient
-    for every loss-normalizing factor.
+    for every loss-normalizing factor. (`Trainer(microbatch_means=True)` weighs each microbatch
+    1 / count instead, as the study's Hugging Face Trainer did.)
     """
     if factor == "NUM_REAL_TARGET_TOKENS":
         # The loss divides by the sum of the weights (at least 1), so the shares use it too.
@@ -78,7 +79,7 @@ class Trainer:
     def __init__(self, model: EncoderDecoderModel, optimizer: optax.GradientTransformation,
                  mesh: Mesh, rules: partitioning.LogicalRules, seed: int,
                  num_microbatches: int = 1, learning_rate: optax.Schedule | None = None,
-                 steps_per_execution: int = 1):
+                 steps_per_execution: int = 1, microbatch_means: bool = False):
         if num_microbatches < 1:
             raise UserInputError(f"NUM_MICROBATCHES={num_microbatches}: must be at least 1")
         if steps_per_execution < 1:
@@ -87,6 +88,9 @@ class Trainer:
             )
         self.model, self.optimizer, self.mesh, self.rules = model, optimizer, mesh, rules
         self.seed, self.num_microbatches = seed, num_microbatches
+        # True: the mean of each microbatch's own normalised loss, as transformers' Trainer
+        # accumulates gradients (and DDP averages devices); False: the whole batch's loss.
+        self.microbatch_means = microbatch_means
         self.steps_per_execution = steps_per_execution
         # For logging only: the optimizer applies its own schedule.
         self.learning_rate = learning_rate or optax.constant_schedule(float("nan"))
@@ -195,7 +199,8 @@ class Trainer:
             grads_sum, loss_sum, weight_sum = carry
             microbatch = jax.tree.map(lambda x: x[:, index], split)
             (_, aux), grads = grad_fn(params, microbatch, jax.random.fold_in(rng, index))
-            share = microbatch_weight(factor, microbatch, batch, count)
+            share = (jnp.asarray(1.0 / count) if self.microbatch_means
+                     else microbatch_weight(factor, microbatch, batch, count))
             grads_sum = jax.tree.map(lambda total, g: total + share * g, grads_sum, grads)
             return (grads_sum, loss_sum + share * aux["loss"],
                     weight_sum + aux["weight_sum"]), None

@@ -1,9 +1,10 @@
 """The loop of a run: resume, step, log, evaluate, keep the best checkpoint, stop.
 
 A checkpoint is saved at every evaluation (and every CHECKPOINT_PERIOD steps); the best one by the
-task's selection metric and the newest KEEP_CHECKPOINTS are kept. run.json is rewritten after each
-evaluation, so a reader always finds a consistent run, and a killed run resumes from its newest
-checkpoint with the same data position and dropout randomness.
+task's selection metric (higher is better, except for the loss) and the newest KEEP_CHECKPOINTS
+are kept. run.json is rewritten after each evaluation, so a reader always finds a consistent run,
+and a killed run resumes from its newest checkpoint with the same data position and dropout
+randomness; settings that would remap its data are refused. An early-stopped run stays stopped.
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ from ct5x.progress import Progress
 from ct5x.run_directory import RunDirectory
 from ct5x.trainer import Trainer, TrainState
 from ct5x.validation import Validator, write_predictions
+from ct5x_tasks.catalog import Selection
 
 logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite; the message names the step."""
+
+
+# What a checkpoint's data position records besides the step, and the macro that sets each:
+# resuming with another value would remap the training data.
+DATA_SETTINGS = {"seed": "RANDOM_SEED", "task": "MIXTURE_OR_TASK_NAME",
+                 "batch_size": "BATCH_SIZE", "pack": "PACK",
+                 "feature_lengths": "TASK_FEATURE_LENGTHS"}
 
 
 @dataclasses.dataclass
@@ -47,7 +56,8 @@ class Run:
     checkpoint_period: int | None
     log_period: int
     keep_checkpoints: int
-    selection_metric: str
+    # The validation metric that picks the best checkpoint, and its direction.
+    selection: Selection
     early_stopping_patience: int | None
     log_examples: bool = False
     summary_writers: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -59,6 +69,33 @@ def _tokens(batch: dict[str, np.ndarray]) -> int:
     return int(inputs + np.sum(batch["decoder_loss_weights"] > 0))
 
 
+def _data_settings(run: Run) -> dict[str, Any]:
+    """This run's values of `DATA_SETTINGS`, as a checkpoint's data position records them."""
+    data = run.stream.settings
+    return {"seed": data.seed, "task": data.task_name, "batch_size": data.batch_size,
+            "pack": data.pack, "feature_lengths": dict(data.feature_lengths)}
+
+
+def check_data_position(position: dict[str, Any], run: Run, directory: Any, step: int) -> None:
+    """Refuses to resume from a checkpoint whose data came from other settings, naming the
+    first changed setting (positions saved before a setting was recorded are not checked on
+    it), or from other training data."""
+    for key, value in _data_settings(run).items():
+        if key in position and position[key] != value:
+            macro = DATA_SETTINGS[key]
+            raise UserInputError(
+                f"{directory} was trained with {macro}={position[key]!r}, this run sets "
+                f"{macro}={value!r}: resuming would remap the training data; restore "
+                f"{macro} or use a new MODEL_DIR"
+            )
+    expected = {"step": step, "host_examples": run.stream.num_examples}
+    if any(position.get(key) != value for key, value in expected.items()):
+        raise UserInputError(
+            f"{directory}: saved data position {position} does not match this run {expected} "
+            "(the training data changed)"
+        )
+
+
 def restore_or_start(run: Run, initial_params: Any) -> TrainState:
     """The newest checkpoint's state (its data position checked), or a fresh step-0 state."""
     removed = saved.remove_partial_saves(run.directory.path)
@@ -68,16 +105,9 @@ def restore_or_start(run: Run, initial_params: Any) -> TrainState:
     if not steps:
         return run.trainer.create_state(initial_params)
     directory = saved.step_dir(run.directory.path, steps[-1])
+    check_data_position(saved.read_data_position(directory), run, directory, steps[-1])
     tree = saved.restore_train_state(directory, run.trainer.abstract_tree())
     state = run.trainer.tree_to_state(tree)
-    position = saved.read_data_position(directory)
-    expected = {"step": steps[-1], "seed": run.stream.settings.seed,
-                "host_examples": run.stream.num_examples}
-    if any(position.get(key) != value for key, value in expected.items()):
-        raise UserInputError(
-            f"{directory}: saved data position {position} does not match this run {expected} "
-            "(RANDOM_SEED or the training data changed)"
-        )
     run.directory.truncate_metrics(after_step=steps[-1])
     print(f"resuming from {directory} (step {steps[-1]})", flush=True)
     return state
@@ -86,8 +116,7 @@ def restore_or_start(run: Run, initial_params: Any) -> TrainState:
 def _save(run: Run, state: TrainState, step: int) -> None:
     if step in saved.complete_steps(run.directory.path):
         return
-    position = {"step": step, "seed": run.stream.settings.seed,
-                "epoch": run.stream.epoch_of_step(step),
+    position = {"step": step, **_data_settings(run), "epoch": run.stream.epoch_of_step(step),
                 "host_examples": run.stream.num_examples}
     saved.save_train_state(run.directory.path, step, run.trainer.state_to_tree(state), position)
 
@@ -105,19 +134,33 @@ def _write(run: Run, collection: str, step: int, scalars: dict[str, float]) -> N
         writer.flush()
 
 
+def check_selection_metric(name: str, metrics: Any) -> None:
+    """Refuses a selection metric the task does not compute, naming those it does."""
+    if name not in metrics:
+        raise UserInputError(
+            f"SELECTION_METRIC={name!r} is not among the task's metrics "
+            f"({', '.join(sorted(metrics))})"
+        )
+
+
+def _should_stop(run: Run) -> bool:
+    """Early stopping: recorded as fired, or the patience used up (a kill can fall between)."""
+    record, patience = run.record, run.early_stopping_patience
+    return bool(record.get("early_stopped")) or (
+        patience is not None and record.get("evaluations_without_improvement", 0) >= patience
+    )
+
+
 def _evaluate(run: Run, state: TrainState, step: int, epoch: float) -> bool:
     """Scores the validation split, saves, updates run.json; True when early stopping fires."""
     result = run.validator.run(run.trainer, state.params)
-    name = run.selection_metric
-    if name not in result.metrics:
-        raise UserInputError(
-            f"selection metric {name!r} is not among the task's metrics "
-            f"({', '.join(sorted(result.metrics))}); set SELECTION_METRIC"
-        )
+    name = run.selection.metric
+    check_selection_metric(name, result.metrics)
     value = result.metrics[name]
     record = run.record
     best = record.get("best_metric")
-    improved = best is None or value > best["value"]
+    # Ties keep the earlier checkpoint.
+    improved = run.selection.improves(value, None if best is None else best["value"])
     if improved:
         record["best_step"], record["best_metric"] = step, {"name": name, "value": value}
         record["evaluations_without_improvement"] = 0
@@ -139,10 +182,11 @@ def _evaluate(run: Run, state: TrainState, step: int, epoch: float) -> bool:
     # Save, then name it in run.json, then prune: a kill in between never loses the best.
     _save(run, state, step)
     record.update(latest_step=step, finished=False)
+    stop = _should_stop(run)
+    if stop:
+        record["early_stopped"] = True
     run.directory.write_run(record)
     _prune(run, step)
-    patience = run.early_stopping_patience
-    stop = patience is not None and record["evaluations_without_improvement"] >= patience
     return stop
 
 
@@ -154,19 +198,22 @@ def _finish(run: Run, step: int) -> dict[str, Any]:
 
 def train(run: Run, initial_params: Any) -> dict[str, Any]:
     """Trains to `train_steps` (or early stop) and returns the final run.json contents."""
+    check_selection_metric(run.selection.metric, run.validator.metric_names())
     state = restore_or_start(run, initial_params)
     step = int(state.step)
     evaluated = run.record.get("latest_step") or 0  # as run.json on disk says
     boundary = step == run.train_steps or (step and step % run.eval_period == 0)
+    # A resumed run that had stopped early (killed before run.json said finished) stays stopped.
+    stopped = _should_stop(run)
     if step > evaluated and boundary:
         # Killed after the evaluation's checkpoint was saved but before run.json named it.
         run.directory.truncate_metrics(after_step=step, drop_validation_at=step)
-        _evaluate(run, state, step, run.stream.epoch_of_step(step))
+        stopped = _evaluate(run, state, step, run.stream.epoch_of_step(step))
     run.record["latest_step"] = step
     progress = Progress(run.train_steps, start=step)
     pending: tuple[int, Any] | None = None  # (step, metrics) read one step late: no stall
     tokens, window_start = 0, time.perf_counter()
-    stopped = False
+    window_losses: list[Any] = []  # the steps' losses since the last log line
     while step < run.train_steps and not stopped:
         state, executed = _execute(run, state, step)
         tokens += sum(_tokens(batch) for batch, _ in executed)
@@ -178,6 +225,7 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
             if pending is not None:
                 _check_finite(*pending)
             pending = (step, metrics)
+            window_losses.append(metrics["loss"])
             boundary = step % run.eval_period == 0 or step == run.train_steps
             if step % run.log_period == 0 or boundary:
                 _check_finite(*pending)
@@ -186,7 +234,9 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
                     tokens_per_s = tokens * jax.process_count() / elapsed if elapsed > 0 else 0.0
                     tokens, window_start = 0, time.perf_counter()
                 epoch = run.stream.epoch_of_step(step)
-                loss = float(metrics["loss"])
+                # The mean over the steps since the last log line, as transformers' Trainer logs.
+                loss = float(np.mean([float(value) for value in window_losses]))
+                window_losses = []
                 learning_rate = float(run.trainer.learning_rate(step - 1))
                 line = {"step": step, "epoch": round(epoch, 4), "loss": loss,
                         "learning_rate": learning_rate, "tokens_per_s": round(tokens_per_s, 1),
@@ -206,7 +256,7 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
     for writer in run.summary_writers.values():
         writer.close()
     if stopped:
-        print(f"early stopping at step {step}: no better {run.selection_metric} in "
+        print(f"early stopping at step {step}: no better {run.selection.metric} in "
               f"{run.early_stopping_patience} evaluations", flush=True)
     return _finish(run, step)
 

@@ -48,6 +48,19 @@ class Validator:
     def _decode(self, tokens: np.ndarray) -> str:
         return self.vocabulary.decode([int(token) for token in tokens])
 
+    def metric_names(self) -> set[str]:
+        """The names `run` reports, found by scoring the targets as their own predictions."""
+        postprocess = self.task.postprocess_fn
+        texts = [example["targets_pretokenized"] for example in self.examples]
+        targets = [postprocess(text, example=example, is_target=True)
+                   for text, example in zip(texts, self.examples)]
+        predictions = [postprocess(_text(text), example=example, is_target=False)
+                       for text, example in zip(texts, self.examples)]
+        names = {"loss"}
+        for metric_fn in self.task.predict_metric_fns:
+            names.update(metric_fn(targets, predictions))
+        return names
+
     def run(self, trainer: Trainer, params: Any) -> ValidationResult:
         """validation loss (mean negative log-likelihood per target token) and task metrics."""
         log_likelihood, tokens, decoded = 0.0, 0, []

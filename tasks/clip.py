@@ -10,17 +10,19 @@ with EOS. FLAN runs wrap that same text, as the study does: `Context: clip: {win
 """
 
 import ast
+import bisect
 import collections
 import csv
+import itertools
 import logging
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting
 from ct5x_tasks.labels import CLIP_LABELS
 from ct5x_tasks.records import BadRecord, Record, bad_records, read_csv, require_file
-from ct5x_tasks.windows import centered_window
+from ct5x_tasks.windows import TokenCounter, centered_window
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +63,21 @@ def parse_list(text: str, column: str) -> list[str]:
     return list(value)
 
 
-def parse_labels(text: str) -> tuple[str, ...]:
-    """Sorted unique label names from `I-<label>` strings; anything else is a bad record."""
-    names = set()
+def parse_label_list(text: str) -> tuple[str, ...]:
+    """Sorted label names from `I-<label>` strings, repeats kept (the study's targets keep
+    them); anything else is a bad record."""
+    names = []
     for tag in parse_list(text, "labels"):
         name = tag[2:] if tag.startswith("I-") else None
         if name not in CLIP_LABELS:
             raise BadRecord("label outside the CLIP label set")
-        names.add(name)
+        names.append(name)
     return tuple(sorted(names))
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    """Sorted unique label names from `I-<label>` strings; anything else is a bad record."""
+    return tuple(sorted(set(parse_label_list(text))))
 
 
 def load(folder: pathlib.Path) -> list[Record]:
@@ -82,7 +90,7 @@ def load(folder: pathlib.Path) -> list[Record]:
         for line, row in read_csv(path, bad, ("doc_id", "sentence", "labels")):
             try:
                 tokens = parse_list(row["sentence"], "sentence")
-                labels = parse_labels(row["labels"])
+                label_list = parse_label_list(row["labels"])
             except BadRecord as error:
                 bad.report(line, str(error))
                 continue
@@ -91,7 +99,8 @@ def load(folder: pathlib.Path) -> list[Record]:
                 unlisted += 1
                 continue
             sentences = documents[doc_id]
-            fields = {"sentences": sentences, "index": len(sentences), "labels": labels}
+            fields = {"sentences": sentences, "index": len(sentences),
+                      "labels": tuple(sorted(set(label_list))), "label_list": label_list}
             sentences.append(" ".join(tokens))
             records.append(
                 Record(id=f"{doc_id}:{fields['index']}", group=doc_id, split=split_of[doc_id],
@@ -102,25 +111,40 @@ def load(folder: pathlib.Path) -> list[Record]:
     return records
 
 
+# The study truncated T5 inputs at its max_seq_length + 2 tokens (EOS included), FLAN inputs at
+# twice max_seq_length (512, the FLAN input length).
+STUDY_T5_INPUT_LENGTH = 258
+
 FLAN_INSTRUCTION = (
     ". Label the above sentence as an empty string or as one or more of the following options, "
     "delimited by comma: Options: " + ", ".join(CLIP_LABELS)
 )
 
 
+def clip_text(window: str, sentence: str) -> str:
+    """The study's text: `clip: ` prefix, the window, ` ; `, the sentence."""
+    return f"clip: {window} ; {sentence}"
+
+
+def flan_input(text: str) -> str:
+    """The study's FLAN input around a CLIP text."""
+    return f"Context: {text}{FLAN_INSTRUCTION}"
+
+
 def prompt(window: str, sentence: str, flan: bool) -> str:
     """The study's input: `clip: ` prefix, and for FLAN that text inside the instruction."""
-    text = f"clip: {window} ; {sentence}"
-    return f"Context: {text}{FLAN_INSTRUCTION}" if flan else text
+    text = clip_text(window, sentence)
+    return flan_input(text) if flan else text
 
 
 class _Document:
     """One document's words and their token costs, priced once for all of its sentences."""
 
-    def __init__(self, sentences: Sequence[str], formatting: Formatting):
-        self.sentences = [formatting.clean(sentence).split() for sentence in sentences]
+    def __init__(self, sentences: Sequence[str], clean: Callable[[str], str],
+                 counter: TokenCounter):
+        self.sentences = [clean(sentence).split() for sentence in sentences]
         self.words = [word for sentence in self.sentences for word in sentence]
-        self.costs = formatting.counter.words(self.words)
+        self.costs = counter.words(self.words)
         self.starts = [0]
         for sentence in self.sentences:
             self.starts.append(self.starts[-1] + len(sentence))
@@ -130,6 +154,42 @@ class _Document:
         lo, hi = centered_window(self.costs, self.starts[index], self.starts[index + 1], budget)
         return " ".join(self.words[lo:hi])
 
+    def study_parts(self, index: int, length: int) -> tuple[str, str]:
+        """(window, sentence) as the study's `split_into_chunks` cuts them for `length` (256).
+
+        The study tokenises the document with EOS, whose character offsets are (0, 0), and
+        slices the text between token offsets. The sentence spans its tokens up to the next
+        sentence's first token (the last sentence: up to and including EOS) and is cut to
+        length / 2 - 2 tokens; the window takes (length - 2 * sentence - 2) / 2 tokens on each
+        side, shifted when it meets the start (its far end then unbounded) or the end. A slice
+        that ends on EOS is text[a:0], empty: so the window of every sentence near the end, and
+        the last sentence itself unless cut, come out empty. Tokens are counted per word and
+        mapped back to whole words.
+        """
+        prefix = [0, *itertools.accumulate(self.costs)]
+        eos = prefix[-1]  # EOS's token index; the document has eos + 1 tokens
+
+        def words_of(first_token: int, last_token: int) -> str:
+            if last_token == eos:
+                return ""
+            lo = bisect.bisect_right(prefix, first_token) - 1
+            hi = bisect.bisect_right(prefix, last_token)
+            return " ".join(self.words[lo:hi])
+
+        start = prefix[self.starts[index]]
+        last_sentence = index == len(self.sentences) - 1
+        end = eos + 1 if last_sentence else prefix[self.starts[index + 1]]
+        if end - start + 2 > length / 2:
+            end = start + int(length / 2 - 2)
+        side = int((length - (2 * (end - start) + 2)) / 2)
+        lo, hi = max(start - side, 0), min(end + side, eos + 1)
+        if start - lo != side:
+            hi = end + (2 * side - (start - lo))
+        elif hi - end != side:
+            lo = start - (2 * side - (hi - end))
+        window = range(eos + 1)[lo:hi]  # a negative start counts from the end, as it did
+        return words_of(window[0], window[-1]), words_of(start, end - 1)
+
 
 def window_length(formatting: Formatting) -> int:
     """Tokens (EOS included) for `clip: {window} ; {sentence}`: the T5 input length, or half the
@@ -138,26 +198,44 @@ def window_length(formatting: Formatting) -> int:
 
 
 def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[str, str]]:
-    """Window of the document ; sentence -> sorted labels joined by ', ' ('' for none)."""
+    """Window of the document ; sentence -> sorted labels joined by ', ' ('' for none).
+
+    With the anchor switch, the window and sentence are cut as the study cut them
+    (`_Document.study_parts`) from the raw document, the de-identification (for `_deid`) is
+    applied to the whole `clip: ...` text after that, and targets keep repeated labels.
+    """
+    anchor = formatting.anchor_compatible
     documents: dict[int, _Document] = {}
     examples, over = [], 0
-    budget = window_length(formatting) - 1
+    length = window_length(formatting)
     for record in records:
         sentences = record.fields["sentences"]
         document = documents.get(id(sentences))
         if document is None:
+            clean = (lambda text: text) if anchor else formatting.clean
             try:
-                document = documents[id(sentences)] = _Document(sentences, formatting)
+                document = documents[id(sentences)] = _Document(sentences, clean,
+                                                                formatting.counter)
             except UserInputError as error:
                 raise UserInputError(f"record {record.id}: {error}") from None
         index = record.fields["index"]
-        sentence = " ".join(document.sentences[index])
-        overhead = formatting.counter.text(prompt("", sentence, flan=False))
-        window = document.window(index, budget - overhead)
-        over += formatting.counter.text(prompt(window, sentence, flan=False)) > budget
+        if anchor:
+            window, sentence = document.study_parts(index, length)
+            try:
+                text = formatting.clean(clip_text(window, sentence))
+            except UserInputError as error:
+                raise UserInputError(f"record {record.id}: {error}") from None
+            labels = record.fields.get("label_list", record.fields["labels"])
+        else:
+            sentence = " ".join(document.sentences[index])
+            overhead = formatting.counter.text(clip_text("", sentence))
+            window = document.window(index, length - 1 - overhead)
+            text = clip_text(window, sentence)
+            over += formatting.counter.text(text) > length - 1
+            labels = record.fields["labels"]
         examples.append(
-            {"id": record.id, "inputs": prompt(window, sentence, formatting.flan),
-             "targets": ", ".join(record.fields["labels"])}
+            {"id": record.id, "inputs": flan_input(text) if formatting.flan else text,
+             "targets": ", ".join(labels)}
         )
     if over:
         logger.info("clip: %d sentences exceed the input alone; they are truncated", over)

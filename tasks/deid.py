@@ -10,8 +10,8 @@ authors' preprocessing) rewrites them with this rule, reproduced exactly:
    (`2101-10-20`); digits only -> `[Reg#]`; digits with `-` or `/` stay as text (`10-20`);
    a content naming a month stays as text; an empty content is removed; `Ethnicity` stays;
 3. anything else is an error naming its kind (its letters, digits removed), never its text.
-The pieces around each span are then joined by single spaces, as the study joins them
-(`a [**X**], b` -> `a [X] , b`); empty pieces are left out.
+The pieces around each span are then joined with one space each, as the study joins them, so a
+space already beside a span doubles (`a [**X**], b` -> `a  [X] , b`); empty pieces are left out.
 Spans do not cross lines.
 """
 

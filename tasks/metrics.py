@@ -17,8 +17,9 @@ block, gin's ANCHOR_COMPATIBLE, CT5X_ANCHOR_COMPATIBLE; or `ct5x metrics --ancho
 scores as the study's code did: single-label macro-F1 is plain `f1_score(average='macro')` over
 the labels seen on either side, so each distinct invalid output is an extra class with F1 0 and a
 label absent from both sides is skipped; HoC counts "none" as a positive class; NER uses the
-anchors' tagger (PAD padding, positional comparison). Metric functions registered with SeqIO read
-the switch each time they score, so checkpoint selection follows it.
+anchors' tagger after transformers 4.22's decoding clean-up of the text (PAD padding, positional
+comparison). Metric functions registered with SeqIO read the switch each time they score, so
+checkpoint selection follows it.
 """
 
 import warnings

@@ -5,7 +5,8 @@ marker tokens `disease*` and `*disease`. `parse_markup` turns it into the de-mar
 mention spans; `entity_scores` pools true positives, predicted and gold mentions over a corpus.
 
 The default scoring fixes two bugs of the anchors' scorer (SciFive biot5x `ner_metric`, which the
-study reused). `anchor_entity_scores` reproduces that scorer for comparison with published numbers.
+study reused). `anchor_entity_scores` reproduces the study's scoring for comparison with published
+numbers: that scorer, on text cleaned up as transformers 4.22 decoded it.
 """
 
 import dataclasses
@@ -126,6 +127,18 @@ def entity_scores(targets: Sequence[str], predictions: Sequence[str]) -> dict[st
 
 
 _ANCHOR_CLOSER_REWRITE = re.compile(r"\*(\w+)")
+# transformers' `clean_up_tokenization`, applied in order by 4.22's `decode` by default.
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def clean_up_tokenization(text: str) -> str:
+    """The text as transformers 4.22's `batch_decode` gave it to the study's scorer: spaces
+    before `.`, `,`, `?`, `!` and some contractions removed. A closer followed by punctuation
+    (`*disease .`) becomes `*disease.`, which the anchors' tagger no longer sees as a marker."""
+    for before, after in _CLEAN_UP:
+        text = text.replace(before, after)
+    return text
 
 
 def anchor_iob_tags(text: str) -> list[str]:
@@ -166,15 +179,16 @@ def pad_to_gold_length(predicted_tags: list[str], gold_length: int) -> list[str]
 
 
 def anchor_entity_scores(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """P/R/F1 as the anchors computed them: their tags, their alignment, seqeval's default mode."""
+    """P/R/F1 as the study computed them: transformers 4.22's decoding clean-up on both sides,
+    then the anchors' tags, their alignment and seqeval's default mode."""
     # seqeval is needed only for this comparison mode, so only this function imports it.
     from seqeval.metrics import classification_report
 
     if len(targets) != len(predictions):
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
-    gold_tags = [anchor_iob_tags(target) for target in targets]
+    gold_tags = [anchor_iob_tags(clean_up_tokenization(target)) for target in targets]
     predicted_tags = [
-        pad_to_gold_length(anchor_iob_tags(prediction), len(gold))
+        pad_to_gold_length(anchor_iob_tags(clean_up_tokenization(prediction)), len(gold))
         for prediction, gold in zip(predictions, gold_tags)
     ]
     with warnings.catch_warnings():

@@ -9,12 +9,14 @@ Long contexts (input budget 1024 tokens, question always kept whole):
 Malformed JSON is reported as file:line; a malformed entry as file:data[i].paragraphs[j].qas[k].
 """
 
+import dataclasses
 import json
 import logging
 import pathlib
 from collections.abc import Sequence
 
 from ct5x.errors import UserInputError
+from ct5x_tasks.deid import deidentify
 from ct5x_tasks.family import Family, Formatting
 from ct5x_tasks.records import (
     SOURCE_SPLITS,
@@ -164,7 +166,25 @@ def fit_context(
 
 def to_examples(records: Sequence[Record], formatting: Formatting) -> list[dict[str, str]]:
     """Question kept whole; the context fitted to the budget per the module's rule. Targets are the
-    first answer ("" if unanswerable); `answers` holds every gold answer for SQuAD-2 scoring."""
+    first answer ("" if unanswerable); `answers` holds every gold answer for SQuAD-2 scoring.
+
+    `_deid` converts question, context and answers of every split; with the anchor switch it
+    converts as the study's `--replace_text_with_tags` did: the training inputs only, each whole
+    prompt at once, answers and the validation and test splits left as written.
+    """
+    if not (formatting.deid and formatting.anchor_compatible):
+        return _examples(records, formatting)
+    examples = _examples(records, dataclasses.replace(formatting, deid=False))
+    if formatting.training:
+        for record, example in zip(records, examples):
+            try:
+                example["inputs"] = deidentify(example["inputs"])
+            except UserInputError as error:
+                raise UserInputError(f"record {record.id}: {error}") from None
+    return examples
+
+
+def _examples(records: Sequence[Record], formatting: Formatting) -> list[dict[str, str]]:
     examples, cut, lost = [], 0, 0
     for record in records:
         try:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting, simple_examples
 from ct5x_tasks.labels import STIGMA_LABELS
-from ct5x_tasks.naming import NUM_FOLDS
+from ct5x_tasks.naming import NUM_FOLDS, Variant
 from ct5x_tasks.records import SOURCE_SPLITS, BadRecord, Record, bad_records, read_csv
 
 COLUMNS = ("keyword_category", "split", "fold_eval", "note_text", "label")
@@ -121,6 +121,20 @@ def example_maker(category: str):
         return simple_examples(records, make)
 
     return to_examples
+
+
+# The study tokenised FLAN Stigma labels with padding="max_length" (the tokenizer's
+# model_max_length, 512) and left the pad id where -100 marks padding for the loss, so its FLAN
+# runs averaged the loss over all 512 label positions, about 510 of them padding.
+STUDY_FLAN_LABEL_LENGTH = 512
+
+
+def study_loss_target_length(variant: Variant) -> int | None:
+    """The label length the study's loss ran over, padding included: 512 for FLAN Stigma; None
+    where its loss counted the real label tokens only (what ct5x always does by default)."""
+    if variant.flan and variant.base in {f"stigma_{category}" for category in STIGMA_LABELS}:
+        return STUDY_FLAN_LABEL_LENGTH
+    return None
 
 
 FAMILIES = tuple(

@@ -20,6 +20,7 @@ from ct5x.errors import UserInputError
 from ct5x.gin_utils import gin_literal
 from ct5x_tasks.catalog import TaskInfo, variant_info
 from ct5x_tasks.naming import NUM_FOLDS, Variant
+from ct5x_tasks.study_training import study_run_macros
 
 PROMPTS = ("t5", "flan")
 _MODEL_FIELDS = {"name", "gin_file", "checkpoint", "prompt", "deid_tasks", "bindings"}
@@ -91,6 +92,9 @@ class Experiment:
     run_gin_files: tuple[str, ...]
     folds: tuple[int, ...] = tuple(range(NUM_FOLDS))
     bindings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # True: every run reproduces the study's code (ANCHOR_COMPATIBLE) and trains each task as
+    # its script did (micro-batches, NCBI's AdamW; ct5x_tasks.study_training).
+    anchor_compatible: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +206,7 @@ def experiment(
     run_gin_files: Sequence[str] = ("runs/finetune.gin",),
     folds: Sequence[int] = tuple(range(NUM_FOLDS)),
     bindings: Mapping[str, Any] | None = None,
+    anchor_compatible: bool = False,
 ) -> Experiment:
     """An `Experiment` from the plain lists and dicts an experiment gin file binds (`settings`:
     the grid's blocks, each a dict of `GridBlock`'s fields)."""
@@ -223,6 +228,7 @@ def experiment(
         run_gin_files=tuple(run_gin_files),
         folds=tuple(folds),
         bindings=dict(bindings or {}),
+        anchor_compatible=bool(anchor_compatible),
     )
 
 
@@ -290,6 +296,8 @@ def _run(experiment: Experiment, block: GridBlock, model: ModelSpec, base: str,
         **experiment.bindings,
         **model.bindings,
     }
+    if experiment.anchor_compatible:
+        macros.update(ANCHOR_COMPATIBLE=True, **study_run_macros(base, batch_size))
     bindings = tuple(f"{name}={gin_literal(value)}" for name, value in macros.items())
     return GridRun(
         experiment=experiment.name, model=model.name, block=block.name, task=task,

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from packed_batches import pack_examples
 
 from ct5x import losses
 from ct5x.errors import UserInputError
@@ -132,28 +133,9 @@ def test_packing_leaves_the_model_loss_unchanged():
     lengths = ((5, 3), (4, 2), (6, 4))
     examples = [(rng.integers(2, 60, n), rng.integers(2, 60, m)) for n, m in lengths]
 
-    def batch(rows, input_length, target_length):
-        out = {name: np.zeros((len(rows), length), np.int32) for name, length in (
-            ("encoder_input_tokens", input_length), ("encoder_segment_ids", input_length),
-            ("decoder_input_tokens", target_length), ("decoder_target_tokens", target_length),
-            ("decoder_segment_ids", target_length))}
-        for row, members in enumerate(rows):
-            at_input = at_target = 0
-            for segment, (inputs, targets) in enumerate(members, start=1):
-                where_in = slice(at_input, at_input + len(inputs))
-                where_target = slice(at_target, at_target + len(targets))
-                out["encoder_input_tokens"][row, where_in] = inputs
-                out["encoder_segment_ids"][row, where_in] = segment
-                out["decoder_target_tokens"][row, where_target] = targets
-                out["decoder_input_tokens"][row, where_target] = [0, *targets[:-1]]
-                out["decoder_segment_ids"][row, where_target] = segment
-                at_input, at_target = where_in.stop, where_target.stop
-        out["decoder_loss_weights"] = (out["decoder_target_tokens"] > 0).astype(np.float32)
-        return out
-
     # Same shapes both ways (the packed batch's last row is empty), so one program serves both.
-    unpacked = batch([[example] for example in examples], 10, 6)
-    packed = batch([examples[:2], examples[2:], []], 10, 6)
+    unpacked = pack_examples([[example] for example in examples], 10, 6)
+    packed = pack_examples([examples[:2], examples[2:], []], 10, 6)
     config = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
                       num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
     params = EncoderDecoderModel(config).init_params(jax.random.PRNGKey(0))

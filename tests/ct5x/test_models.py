@@ -1,5 +1,6 @@
 """Loss, scoring and decoding of `EncoderDecoderModel` against transformers."""
 
+import dataclasses
 import functools
 
 import jax
@@ -149,6 +150,30 @@ def test_greedy_output_stops_at_eos(pair):
     for row, eos in zip(tokens, ends):
         if eos.size:
             assert (row[eos[0] + 1 :] == 0).all()
+
+
+def test_loss_on_padding_is_transformers_loss_on_labels_padded_with_the_pad_id(make_hf_t5):
+    """The study's FLAN Stigma labels were padded with the pad id (0), not -100: transformers
+    derives the decoder inputs from them and averages its loss over every position."""
+    directory = make_hf_t5(seed=11, **PARITY_CONFIGS["t5_1_1"])
+    checkpoint = load_checkpoint(directory)
+    model, params = EncoderDecoderModel(checkpoint.config), checkpoint.params
+    torch_model = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
+    batch = teacher_forced_batch(np.random.default_rng(2))
+    assert (batch["decoder_target_tokens"] == 0).any()
+    with torch.no_grad():
+        expected = torch_model(
+            input_ids=torch.from_numpy(batch["encoder_input_tokens"]).long(),
+            attention_mask=torch.from_numpy(batch["encoder_input_tokens"] > 0).long(),
+            labels=torch.from_numpy(batch["decoder_target_tokens"]).long(),
+        ).loss.item()
+    options = LossOptions(z_loss=0.0, loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
+    padded = EncoderDecoderModel(model.config, dataclasses.replace(options, loss_on_padding=True))
+    loss, parts = padded.loss_fn(params, batch, None)
+    assert abs(float(loss) - expected) < 1e-4
+    assert float(parts["weight_sum"]) == batch["decoder_target_tokens"].size
+    real_only, _ = EncoderDecoderModel(model.config, options).loss_fn(params, batch, None)
+    assert abs(float(real_only) - expected) > 1e-2
 
 
 @pytest.fixture(scope="module")

@@ -9,3 +9,43 @@ def test_steps_per_execution_defaults_by_backend_and_yields_to_the_macro():
     assert RunSettings().steps_per_execution_for("tpu") == 1
     assert RunSettings(steps_per_execution=3).steps_per_execution_for("cpu") == 3
     assert RunSettings(steps_per_execution=3).steps_per_execution_for("gpu") == 3
+
+
+def test_the_paper_objective_is_the_default_and_t5x_protocol_is_pretraining():
+    """finetune.gin (and RunSettings without gin): plain cross-entropy per target token after
+    clipping the gradient norm at 1.0; pretrain.gin: T5X's z-loss, no clipping, the sum."""
+    from ct5x.train import load_settings
+
+    assert RunSettings().loss.z_loss == 0.0 and RunSettings().optimizer.max_grad_norm == 1.0
+    required = ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'ncbi_disease'"]
+    finetune, _ = load_settings(["runs/finetune.gin"], required)
+    assert finetune.loss.z_loss == 0.0 and finetune.optimizer.max_grad_norm == 1.0
+    assert finetune.loss.loss_normalizing_factor == "NUM_REAL_TARGET_TOKENS"
+    pretrain, _ = load_settings(["runs/pretrain.gin"], required[:1])
+    assert pretrain.loss.z_loss == 1e-4 and pretrain.optimizer.max_grad_norm is None
+    assert pretrain.optimizer.flavour == "t5x" and pretrain.loss.loss_normalizing_factor == "NONE"
+    off, _ = load_settings(["runs/finetune.gin"], [*required, "MAX_GRAD_NORM = None"])
+    assert off.optimizer.max_grad_norm is None
+
+
+def test_anchor_runs_take_the_studys_feature_lengths_and_label_padding():
+    import ct5x_tasks
+    from ct5x.run_setup import _loss_options
+
+    settings = RunSettings()
+    expected = {
+        "stigma_adamant_flan_fold0": ({"inputs": 512, "targets": 512}, True),
+        "stigma_adamant_fold0": ({"inputs": 512, "targets": 20}, False),
+        "clip_fold0": ({"inputs": 258, "targets": 64}, False),
+        "clip_flan_fold0": ({"inputs": 512, "targets": 64}, False),
+        "ncbi_disease_fold0": ({"inputs": 512, "targets": 512}, False),
+    }
+    for name, (lengths, padding) in expected.items():
+        info = ct5x_tasks.task_info(name)
+        paper = {"inputs": info.input_length, "targets": info.target_length}
+        found = dict(paper)
+        assert _loss_options(settings, info, found, anchor=True).loss_on_padding == padding
+        assert found == lengths, name
+        unchanged = dict(paper)
+        assert _loss_options(settings, info, unchanged, anchor=False) == settings.loss
+        assert unchanged == paper

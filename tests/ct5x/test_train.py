@@ -136,6 +136,24 @@ def test_kill_between_final_save_and_run_json_evaluates_again(reference_run, syn
     assert at_24[0]["validation/loss"] == pytest.approx(original[0]["validation/loss"], rel=1e-4)
 
 
+def test_resume_refuses_a_changed_batch_size_and_keeps_run_json_fixed_fields(
+        reference_run, synthetic_inputs, tmp_path, capsys):
+    reference_dir, record = reference_run
+    model_dir = tmp_path / "copy"
+    shutil.copytree(reference_dir, model_dir)
+    (model_dir / "run.json").write_text(
+        json.dumps({**record, "finished": False, "ct5x_version": "as first written"}))
+    changed = gin_flags(model_dir, *synthetic_inputs, **{**REFERENCE_MACROS, "BATCH_SIZE": 16})
+    assert train.main(changed) == train.EXIT_BAD_INPUT
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "trained with BATCH_SIZE=8, this run sets BATCH_SIZE=16" in error
+    assert train.main(gin_flags(model_dir, *synthetic_inputs, **REFERENCE_MACROS)) == 0
+    final = json.loads((model_dir / "run.json").read_text())
+    assert final["finished"] and final["ct5x_version"] == "as first written"
+    assert final["best_step"] == record["best_step"]
+
+
 def test_sigkill_and_restart_end_with_the_uninterrupted_parameters(reference_run,
                                                                    synthetic_inputs, tmp_path):
     reference_dir, record = reference_run
@@ -184,9 +202,11 @@ def test_steps_per_execution_repeat_the_one_step_run(reference_run, synthetic_in
 
 MESH_SCRIPT = """
 import json, sys
+from pathlib import Path
 import jax
+import numpy as np
 from ct5x import partitioning, train
-from ct5x.checkpoints import load_checkpoint
+from ct5x.checkpoints import load_checkpoint, train_state
 from ct5x.models import EncoderDecoderModel
 from ct5x.optimizers import OptimizerSettings, make_optimizer
 from ct5x.trainer import Trainer
@@ -195,17 +215,29 @@ train.run(files, bindings)
 checkpoint = load_checkpoint(model_dir + "/checkpoint_20")
 trainer = Trainer(EncoderDecoderModel(checkpoint.config), make_optimizer(OptimizerSettings()),
                   partitioning.make_mesh(2), partitioning.standard_logical_axis_rules(), seed=0)
-state = trainer.create_state(checkpoint.params)
-kernel = state.params["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+# The trained state (parameters and Adafactor's moments after 20 steps), restored onto the
+# run's shardings.
+tree = train_state.restore_train_state(Path(model_dir) / "checkpoint_20", trainer.abstract_tree())
+state = trainer.tree_to_state(tree)
+layer = ("encoder", "layers_0")
+def at(tree, *path):
+    for key in (*layer, *path):
+        tree = tree[key]
+    return tree
+def shards(array):
+    return sorted({s.data.shape for s in array.addressable_shards})
 moments = state.opt_state[0]
+query = ("attention", "query", "kernel")
 print(json.dumps({
-    "mesh": dict(trainer.mesh.shape),
-    "kernel": [kernel.shape, sorted({s.data.shape for s in kernel.addressable_shards})],
-    "embedding": sorted({s.data.shape for s in
-                         state.params["token_embedder"]["embedding"].addressable_shards}),
-    "v_col": sorted({s.data.shape for s in
-                     moments.v_col["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
-                     .addressable_shards}),
+    "mesh": dict(trainer.mesh.shape), "step": int(state.step),
+    "kernel": [at(state.params, "mlp", "wi_0", "kernel").shape,
+               shards(at(state.params, "mlp", "wi_0", "kernel"))],
+    "embedding": shards(state.params["token_embedder"]["embedding"]),
+    "v_col": shards(at(moments.v_col, "mlp", "wi_0", "kernel")),
+    "query": [at(state.params, *query).shape, shards(at(state.params, *query))],
+    "query_v_row": shards(at(moments.v_row, *query)),
+    "query_v_col": shards(at(moments.v_col, *query)),
+    "trained": bool(np.all(np.asarray(at(moments.v_row, *query)) > 0)),
 }))
 """
 
@@ -224,9 +256,13 @@ def test_mesh_of_8_devices_matches_one_device(reference_run, synthetic_inputs, t
     assert result.returncode == 0, result.stderr[-3000:]
     shards = json.loads(result.stdout.strip().splitlines()[-1])
     assert shards["mesh"] == {"data": 4, "model": 2}
+    assert shards["step"] == 20 and shards["trained"]
     assert shards["kernel"] == [[32, 48], [[32, 24]]]  # mlp split over "model"
     assert shards["embedding"] == [[64, 32]]  # vocab 128 split over "model"
     assert shards["v_col"] == [[24]]  # Adafactor's factored moment is split too
+    # A square kernel: the moment averaged over its "model" axis keeps the unsplit one whole.
+    assert shards["query"] == [[32, 32], [[32, 16]]]
+    assert shards["query_v_row"] == [[32]] and shards["query_v_col"] == [[16]]
     expected, found = _losses(reference_dir), _losses(model_dir)
     steps = range(1, 21)
     np.testing.assert_allclose([found[s] for s in steps], [expected[s] for s in steps],

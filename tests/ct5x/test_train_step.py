@@ -1,5 +1,6 @@
 """The partitioned train step: gradient accumulation over microbatches equals one whole-batch step
-whatever the loss-normalizing factor. (Dropout as a function of (seed, step) is checked end to end
+whatever the loss-normalizing factor, packed or not, or averages the microbatches' own losses as
+transformers' Trainer does. (Dropout as a function of (seed, step) is checked end to end
 by the SIGKILL resume test in test_train.py.)"""
 
 import functools
@@ -7,7 +8,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from packed_batches import pack_examples
 
 from ct5x import partitioning
 from ct5x.config import T5Config
@@ -34,32 +37,72 @@ def _batch(rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
             "decoder_loss_weights": (targets > 0).astype(np.int32)}
 
 
+def _packed_batch(rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """Rows of two or three packed examples of unequal lengths."""
+    rng = np.random.default_rng(seed)
+    members = [[(rng.integers(3, 40, size=rng.integers(1, 4)),
+                 rng.integers(3, 40, size=1 + (row + segment) % 3))
+                for segment in range(1, 3 + row % 2)] for row in range(rows)]
+    return pack_examples(members, 12, 9)
+
+
 @functools.cache
 def _trainer(factor: str, microbatches: int, config: T5Config = CONFIG,
-             steps_per_execution: int = 1) -> Trainer:
+             steps_per_execution: int = 1, microbatch_means: bool = False) -> Trainer:
     """Compiled once per setting for the whole module."""
     mesh = partitioning.make_mesh(1, jax.devices()[:1])
     model = EncoderDecoderModel(config, LossOptions(loss_normalizing_factor=factor))
     return Trainer(model, make_optimizer(OptimizerSettings(learning_rate=1e-2)), mesh,
                    partitioning.standard_logical_axis_rules(), seed=3,
-                   num_microbatches=microbatches, steps_per_execution=steps_per_execution)
+                   num_microbatches=microbatches, steps_per_execution=steps_per_execution,
+                   microbatch_means=microbatch_means)
 
 
 def _one_step(trainer: Trainer, params, batch):
     state, metrics = trainer.train_step(trainer.create_state(params), batch)
-    return jax.tree.map(np.asarray, state.params), float(metrics["loss"])
+    return (jax.tree.map(np.asarray, state.params),
+            {name: float(value) for name, value in metrics.items()})
 
 
-# NONE and NUM_TOTAL_TARGET_TOKENS only sum or average; these two weigh microbatches unequally.
-@pytest.mark.parametrize("factor", ["NUM_REAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE"])
-def test_microbatches_give_the_whole_batch_step(factor):
-    params = jax.tree.map(np.asarray, EncoderDecoderModel(CONFIG).init_params(jax.random.key(0)))
-    batch = _batch()
-    whole_params, whole_loss = _one_step(_trainer(factor, 1), params, batch)
-    split_params, split_loss = _one_step(_trainer(factor, 2), params, batch)
-    assert split_loss == pytest.approx(whole_loss, rel=1e-5)
-    for whole, split in zip(jax.tree.leaves(whole_params), jax.tree.leaves(split_params)):
-        np.testing.assert_allclose(split, whole, atol=1e-6)
+def _initial_params():
+    return jax.tree.map(np.asarray, EncoderDecoderModel(CONFIG).init_params(jax.random.key(0)))
+
+
+# NONE and NUM_TOTAL_TARGET_TOKENS only sum or average; these two weigh microbatches unequally,
+# AVERAGE_PER_SEQUENCE by the sequences packed into each row.
+@pytest.mark.parametrize("factor, packed", [("NUM_REAL_TARGET_TOKENS", False),
+                                            ("AVERAGE_PER_SEQUENCE", True)])
+def test_microbatches_give_the_whole_batch_step(factor, packed):
+    params = _initial_params()
+    batch = _packed_batch() if packed else _batch()
+    whole_params, whole = _one_step(_trainer(factor, 1), params, batch)
+    split_params, split = _one_step(_trainer(factor, 2), params, batch)
+    assert split == pytest.approx(whole, rel=1e-5)  # loss, weight_sum and grad_norm
+    for want, got in zip(jax.tree.leaves(whole_params), jax.tree.leaves(split_params)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_microbatch_means_average_each_microbatch_loss_as_transformers_trainer():
+    """The Trainer's gradient accumulation: each microbatch's per-token mean loss divided by the
+    number of microbatches, its gradient accumulated; the optimizer then sees that sum."""
+    factor, count = "NUM_REAL_TARGET_TOKENS", 2
+    params, batch = _initial_params(), _batch()
+    model = EncoderDecoderModel(CONFIG, LossOptions(loss_normalizing_factor=factor))
+    # Each data shard keeps its rows in every microbatch: rows b * count + i form microbatch i.
+    microbatches = [{key: value[i::count] for key, value in batch.items()} for i in range(count)]
+    loss_and_grad = jax.jit(jax.value_and_grad(lambda p, m: model.loss_fn(p, m, None)[0]))
+    losses, grads = zip(*(loss_and_grad(params, m) for m in microbatches))
+    grad = jax.tree.map(lambda *g: sum(g) / count, *grads)
+    optimizer = make_optimizer(OptimizerSettings(learning_rate=1e-2))
+    updates, _ = jax.jit(optimizer.update)(grad, optimizer.init(params), params)
+    expected = optax.apply_updates(params, updates)
+    found_params, found = _one_step(_trainer(factor, count, microbatch_means=True), params, batch)
+    assert found["loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+    assert found["grad_norm"] == pytest.approx(float(optax.tree.norm(grad)), rel=1e-5)
+    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(found_params)):
+        np.testing.assert_allclose(got, np.asarray(want), atol=1e-6)
+    _, whole = _one_step(_trainer(factor, 1), params, batch)
+    assert abs(whole["loss"] - found["loss"]) > 1e-4  # the microbatches' lengths differ
 
 
 def test_non_empty_sequences_counts_packed_segments():

@@ -100,3 +100,89 @@ def test_documents_in_two_splits_are_refused(data_root):
     (data_root / "clip" / "test_ids.csv").write_text("doc_id\n1000\n")
     with pytest.raises(UserInputError, match=r"test_ids\.csv:2: document also listed"):
         clip.load(data_root / "clip")
+
+
+# ---- the study's split_into_chunks, re-expressed over a tokenizer of one token per word ----
+
+
+def _study_offsets(text: str) -> list[tuple[int, int]]:
+    """`tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)`: each word one
+    token, then EOS with the offsets (0, 0)."""
+    import re
+
+    return [match.span() for match in re.finditer(r"\S+", text)] + [(0, 0)]
+
+
+def _study_inputs(sentences: list[str], length: int, deid: bool = False) -> list[str]:
+    """The study's CLIP inputs (before tokenisation) for one document's sentences."""
+    from ct5x_tasks.deid import deidentify
+
+    text, spans = "", []
+    for sentence in sentences:
+        spans.append((len(text), len(text) + len(sentence)))
+        text += sentence + " "
+    offsets = _study_offsets(text)
+    inputs = []
+    for first_char, end_char in spans:
+        start = next(i for i, (a, _) in enumerate(offsets) if a > first_char) - 1
+        end = next((i for i, (a, _) in enumerate(offsets) if a >= end_char), len(offsets))
+        if end - start + 2 > length / 2:
+            end = start + int(length / 2 - 2)
+        side = int((length - (2 * (end - start) + 2)) / 2)
+        lo, hi = max(start - side, 0), min(end + side, len(offsets))
+        if start - lo != side:
+            hi = end + (side * 2 - (start - lo))
+        elif hi - end != side:
+            lo = start - (side * 2 - (hi - end))
+        sentence_span, window_span = offsets[start:end], offsets[lo:hi]
+        chunk = text[window_span[0][0]:window_span[-1][1]] + " ; " + (
+            text[sentence_span[0][0]:sentence_span[-1][1]])
+        inputs.append(deidentify("clip: " + chunk) if deid else "clip: " + chunk)
+    return inputs
+
+
+def _document(words_per_sentence: list[int]) -> list[str]:
+    return [" ".join(f"w{n}s{i}" for i in range(count)) + " ."
+            for n, count in enumerate(words_per_sentence)]
+
+
+@pytest.mark.parametrize("words_per_sentence", [
+    [3, 4, 2],  # the whole note fits: every window reaches the end and is empty
+    [9, 3, 7, 2, 8, 5, 4, 6, 3, 9, 2, 4],  # windows near the start, the middle and the end
+    [5, 20, 4],  # a sentence longer than half the length is cut
+    [6, 3, 30],  # ... the last one too, which then keeps its text
+])
+def test_anchor_windows_are_the_studys_with_empty_ends(words_per_sentence):
+    length = 24
+    sentences = _document(words_per_sentence)
+    records = [clip.Record(id=f"9:{i}", group="9", split="train",
+                           fields={"sentences": sentences, "index": i, "labels": ()})
+               for i in range(len(sentences))]
+    formatting = Formatting(False, False, True, length, TokenCounter(None),
+                            anchor_compatible=True)
+    found = [example["inputs"] for example in clip.to_examples(records, formatting)]
+    assert found == _study_inputs(sentences, length)
+    # The last sentence and its window come out empty, unless the sentence is cut.
+    last_cut = words_per_sentence[-1] + 2 > length / 2 - 2
+    assert (found[-1] == "clip:  ; ") != last_cut
+
+
+def test_anchor_windows_deidentify_the_cut_text_and_keep_repeated_labels():
+    sentences = ["Seen by Dr [**Known lastname 12**] .", "Call [**Hospital1 18**] .", "Ok ."]
+    records = [clip.Record(id=f"4:{i}", group="4", split="train",
+                           fields={"sentences": sentences, "index": i,
+                                   "labels": ("Lab-related followup",),
+                                   "label_list": ("Lab-related followup",) * 2})
+               for i in range(3)]
+    for flan in (False, True):
+        formatting = Formatting(flan, True, True, 20 * (1 + flan), TokenCounter(None),
+                                anchor_compatible=True)
+        examples = clip.to_examples(records, formatting)
+        study = _study_inputs(sentences, 20, deid=True)
+        assert [e["inputs"] for e in examples] == [clip.flan_input(t) if flan else t
+                                                   for t in study]
+        assert {e["targets"] for e in examples} == {
+            "Lab-related followup, Lab-related followup"}
+    assert "[Company]" in study[1]
+    default = clip.to_examples(records, Formatting(False, True, True, 20, TokenCounter(None)))
+    assert default[0]["targets"] == "Lab-related followup"

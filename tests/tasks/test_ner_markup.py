@@ -1,6 +1,7 @@
 """NER markup parsing and entity scoring, against seqeval on random markup and on the real data."""
 
 import random
+import warnings
 
 import pytest
 from data_paths import SHARED_DATA
@@ -105,8 +106,11 @@ def test_scores_match_seqeval_strict_iob2(seed):
     assert scores["precision"] == pytest.approx(precision_score(**oracle, zero_division=0))
     assert scores["recall"] == pytest.approx(recall_score(**oracle, zero_division=0))
     assert scores["f1"] == pytest.approx(f1_score(**oracle, zero_division=0))
-    # With the same tokens and well-formed markup the anchors' scorer agrees (no lone '*' here).
-    clean = [(t, p) for t, p in zip(targets, predictions) if " * " not in f" {t} "]
+    # With the same tokens and well-formed markup the anchors' scorer agrees (no lone '*' here,
+    # nothing for the decoding clean-up to join).
+    clean = [(t, p) for t, p in zip(targets, predictions) if " * " not in f" {t} "
+             and ner_markup.clean_up_tokenization(t) == t
+             and ner_markup.clean_up_tokenization(p) == p]
     if clean and any(ner_markup.parse_markup(t).spans for t, _ in clean):
         anchor = ner_markup.anchor_entity_scores(*zip(*clean))
         fixed = ner_markup.entity_scores(*zip(*clean))
@@ -186,6 +190,90 @@ def test_anchor_tags_toggle_and_treat_lone_asterisk_as_marker():
     ]
 
 
+# ---- the study's scorer, re-expressed from src/finetune_ncbi.py and transformers 4.22 ----
+
+# The punctuation pattern as the study wrote it: an unescaped `^` after the class makes it match
+# nothing, so the study's text reaches the tagger with its punctuation.
+STUDY_PUNCTUATION = r'[!"#$%&\'()+,-.:;<=>?@[\\]^_`{\|}~⁇]'
+
+
+def _study_decode(text: str) -> str:
+    """`tokenizer.batch_decode(ids, skip_special_tokens=True)` in 4.22 cleans up spaces."""
+    for joined in (".", "?", "!", ","):
+        text = text.replace(" " + joined, joined)
+    text = text.replace(" ' ", "'")
+    for suffix in ("n't", "'m", "'s", "'ve", "'re"):
+        text = text.replace(" " + suffix, suffix)
+    return text
+
+
+def _study_tags(text: str) -> list[str]:
+    """The study's `convert_BIO_labels` for one decoded line."""
+    import re
+
+    text = re.sub(r"\*(\w+)", r"\1*", text)
+    tokens = re.sub(STUDY_PUNCTUATION, " ", text.strip()).split()
+    tags, opened, kind = [], 0, "O"
+    for position, token in enumerate(tokens):
+        if token.endswith("*"):
+            opened = opened + 1 if opened == 0 or token[:-1] != kind else opened - 1
+            kind = token[:-1]
+        elif opened == 0:
+            tags.append("O")
+            kind = "O"
+        else:
+            first = tokens[position - 1].endswith("*")
+            tags.append(("B-" if first else "I-") + kind.upper())
+    return tags
+
+
+def _study_scores(targets: list[str], predictions: list[str]) -> dict[str, float]:
+    """The study's `compute_metrics`: decode, tag, cut or pad the prediction with 'PAD', seqeval."""
+    gold = [_study_tags(_study_decode(t)) for t in targets]
+    predicted = [_study_tags(_study_decode(p)) for p in predictions]
+    predicted = [p[:len(g)] + ["PAD"] * (len(g) - len(p)) for p, g in zip(predicted, gold)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # seqeval: 'PAD seems not to be NE tag'
+        return {"f1": f1_score(gold, predicted), "precision": precision_score(gold, predicted),
+                "recall": recall_score(gold, predicted)}
+
+
+def test_study_punctuation_pattern_matches_nothing():
+    import re
+
+    assert re.search(STUDY_PUNCTUATION, '. , ; ( ) ! ? " ^ _ * disease* - [ ]') is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_anchor_scores_are_the_studys_on_random_markup_with_punctuation(seed):
+    rng = random.Random(seed)
+    targets, predictions = [], []
+    for _ in range(rng.randint(5, 40)):
+        tokens = random_sentence(rng)
+        gold = random_spans(rng, len(tokens))
+        targets.append(render(tokens, gold))
+        predicted = perturb(rng, gold, len(tokens))
+        if rng.random() < 0.3:  # a generation that dropped or added a word
+            tokens = tokens[:-1] if rng.random() < 0.5 else [*tokens, "."]
+            predicted = [(a, min(b, len(tokens))) for a, b in predicted if a < len(tokens)]
+        predictions.append(render(tokens, predicted))
+    found = ner_markup.anchor_entity_scores(targets, predictions)
+    assert found == pytest.approx(_study_scores(targets, predictions))
+
+
+def test_closer_before_punctuation_is_lost_after_clean_up():
+    assert ner_markup.clean_up_tokenization("a disease* b *disease . c , d 's") == (
+        "a disease* b *disease. c, d's")
+    # The tagger reads `disease*.` as a word inside the mention, which then never closes.
+    assert ner_markup.anchor_iob_tags("a disease* b *disease. c") == [
+        "O", "B-DISEASE", "I-DISEASE", "I-DISEASE"]
+    scores = ner_markup.anchor_entity_scores(["a disease* b *disease . c"],
+                                             ["a disease* b *disease c ."])
+    assert scores == pytest.approx(_study_scores(["a disease* b *disease . c"],
+                                                 ["a disease* b *disease c ."]))
+    assert scores["f1"] == 0.0
+
+
 def _real_targets(dataset: str, split: str) -> list[str]:
     path = SHARED_DATA / dataset / f"{split}_blurb.tsv"
     if not path.exists():
@@ -222,3 +310,28 @@ def test_real_ncbi_train_lone_asterisk_lines():
     assert len(targets) == 2
     for target in targets:
         assert "*" in ner_markup.parse_markup(target).tokens
+
+
+@pytest.mark.parametrize("dataset, study, without_clean_up", [
+    ("NCBI_disease", 924, 961), ("BC5CDR_disease", 4258, 4423),
+])
+def test_real_test_gold_mentions_as_the_study_counted_them(dataset, study, without_clean_up):
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    targets = _real_targets(dataset, "test")
+    assert sum(len(get_entities(_study_tags(_study_decode(t)))) for t in targets) == study
+    assert sum(len(get_entities(ner_markup.anchor_iob_tags(t))) for t in targets) == (
+        without_clean_up)
+
+
+def test_anchor_scores_are_the_studys_on_perturbed_real_predictions():
+    targets = _real_targets("NCBI_disease", "test")
+    rng = random.Random(5)
+    predictions = []
+    for target in targets:
+        parsed = ner_markup.parse_markup(target)
+        predictions.append(render(list(parsed.tokens),
+                                  perturb(rng, list(parsed.spans), len(parsed.tokens))))
+    found = ner_markup.anchor_entity_scores(targets, predictions)
+    assert found == pytest.approx(_study_scores(targets, predictions))
+    assert found["f1"] < ner_markup.entity_scores(targets, predictions)["f1"]

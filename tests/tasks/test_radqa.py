@@ -74,6 +74,30 @@ def test_deid_answer_inside_a_span_is_kept_as_its_text():
     assert example["inputs"] == "question: who ? context: Seen by  [Name]  today"
 
 
+def _study_inputs(question: str, context: str, answer: str, training: bool):
+    """The study's `preprocess_squad_batch` then, for training only, `replace_list_of_notes` on
+    the whole input (`--replace_text_with_tags`); its labels are the answer as written."""
+    from ct5x_tasks.deid import deidentify
+
+    text = f"question: {question.lstrip()} context: {context.lstrip()}"
+    return (deidentify(text) if training else text), answer
+
+
+def test_anchor_deid_converts_training_inputs_only_as_the_study():
+    qa = {"id": "x", "question": "who is [**Name 3**] ?", "is_impossible": False,
+          "answers": [{"text": "Dr [**Last Name 4**]", "answer_start": 24}]}
+    context = "Seen [**2101-1-1**] by   Dr [**Last Name 4**] today"
+    for training in (True, False):
+        record = radqa.parse_question(qa, context, "train" if training else "test", "g")
+        formatting = Formatting(False, True, training, 1024, TokenCounter(None),
+                                anchor_compatible=True)
+        example = radqa.to_examples([record], formatting)[0]
+        inputs, target = _study_inputs(qa["question"], context, "Dr [**Last Name 4**]",
+                                       training)
+        assert (example["inputs"], example["targets"]) == (inputs, target)
+    assert "[Name]" in _study_inputs(qa["question"], context, "", True)[0]
+
+
 @pytest.mark.parametrize("question, context", [("what is seen?", "Lungs clear. No effusion."),
                                                ("  any mass ?", "   No mass .")])
 def test_prompts_as_the_study_builds_them(question, context):

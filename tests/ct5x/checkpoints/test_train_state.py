@@ -5,10 +5,12 @@ import json
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from ct5x.checkpoints import load_checkpoint, train_state
 from ct5x.checkpoints.hf import CONFIG_FILE, config_json
+from ct5x.checkpoints.tree import flatten
 from ct5x.config import T5Config
 from ct5x.models import EncoderDecoderModel
 
@@ -61,8 +63,15 @@ def test_relative_model_dir_saves_and_restores(params, tmp_path, monkeypatch):
     assert load_checkpoint("run/checkpoint_2").step == 2
 
 
-def test_saved_state_is_a_t5x_checkpoint_ct5x_reads(params, tmp_path):
+def test_saved_state_keeps_t5x_state_dict_names_and_loads_as_a_checkpoint(params, tmp_path):
+    """T5X's state-dict names (its `target` is T5X's parameter tree; the optimizer state under
+    `param_states` is optax's layout, which T5X does not read: see docs/training.md)."""
     _save(tmp_path, params, 5)
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+        raw = checkpointer.restore(tmp_path / "checkpoint_5" / train_state.ITEM)
+    assert set(raw) == {"target", "state"} and set(raw["state"]) == {"step", "param_states"}
+    assert set(flatten(raw["target"])) == set(flatten(params))
+    assert "encoder/layers_0/attention/query/kernel" in flatten(raw["target"])
     (tmp_path / CONFIG_FILE).write_bytes(config_json(CONFIG))
     checkpoint = load_checkpoint(tmp_path)
     assert checkpoint.step == 5 and checkpoint.config == CONFIG

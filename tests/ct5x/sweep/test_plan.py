@@ -37,7 +37,7 @@ def test_prompts_deid_batch_sizes_and_rates(plans):
         "T5-Den", "T5-Sup", "FLAN-T5", "MIMIC-T5", "SciFive+MIMIC-T5"}
     assert all(("_flan" in run.task) == (run.model == "FLAN-T5") for run in in_domain)
     deid = {run.base_task for run in in_domain if "_deid" in run.task}
-    assert deid == {"mednli", "clip"}
+    assert deid == {"mednli", "clip", "radqa"}
     assert all(run.model == "MIMIC-T5" for run in in_domain if "_deid" in run.task)
     assert all(run.batch_size == 64 and run.learning_rate == 1e-4 for run in in_domain)
     low = plans["low_resource"]
