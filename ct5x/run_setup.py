@@ -15,9 +15,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
-from ct5x import partitioning
+from ct5x import multihost, partitioning
 from ct5x.checkpoints import TOKENIZER_FILES, VOCABULARY_FILE, load_checkpoint
 from ct5x.checkpoints.hf import CONFIG_FILE, config_json
 from ct5x.checkpoints.tree import flatten
@@ -100,12 +99,6 @@ def _version() -> str:
         return "unknown"
 
 
-def _total_examples(local: int) -> int:
-    if jax.process_count() == 1:
-        return local
-    return int(np.sum(multihost_utils.process_allgather(np.asarray(local))))
-
-
 def _selection_metric(settings: RunSettings, info) -> str:
     """SELECTION_METRIC, else the paper task's, else that of the paper task a user's task is
     scored as."""
@@ -130,7 +123,8 @@ def _checkpoint_name(path: str | None) -> str:
 
 
 def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
-                lengths: dict, vocabulary: Path, train_examples: int, train_steps: int) -> dict:
+                lengths: dict, vocabulary: Path, train_examples: int, train_steps: int,
+                eval_batch_size: int) -> dict:
     from ct5x_tasks.settings import data_settings
 
     variant = info.variant
@@ -143,6 +137,7 @@ def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
         "initial_checkpoint": checkpoint_path,
         "learning_rate": settings.optimizer.learning_rate, "seed": settings.random_seed,
         "train_examples": train_examples, "train_steps": train_steps,
+        "eval_batch_size": eval_batch_size,
         "latest_step": 0, "best_step": None, "best_metric": None, "finished": False,
         "ct5x_version": _version(), "task_feature_lengths": dict(lengths),
         "data_settings": {"data_dir": data.data_dir, "dataset_dirs": dict(data.dataset_dirs),
@@ -152,7 +147,7 @@ def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
 
 
 def _summary_writers(directory: RunDirectory) -> dict:
-    if jax.process_index() != 0:
+    if not multihost.is_primary():
         return {}
     from clu.metric_writers import SummaryWriter
 
@@ -182,39 +177,44 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     model = EncoderDecoderModel(config, settings.loss)
     if checkpoint is not None:
         check_shapes(model, checkpoint.params, checkpoint_path)
-    mesh = partitioning.make_mesh(settings.num_partitions)
-    rules = partitioning.standard_logical_axis_rules(settings.activation_partitioning_dims,
-                                                     settings.parameter_partitioning_dims)
-    trainer = Trainer(model, make_optimizer(settings.optimizer), mesh, rules,
+    partitioner = partitioning.Partitioner(
+        settings.num_partitions,
+        partitioning.standard_logical_axis_rules(settings.activation_partitioning_dims,
+                                                 settings.parameter_partitioning_dims))
+    trainer = Trainer(model, make_optimizer(settings.optimizer), partitioner,
                       settings.random_seed, settings.num_microbatches,
                       make_schedule(settings.optimizer),
                       settings.steps_per_execution_for(jax.default_backend()))
+    layout = trainer.data_layout(settings.batch_size)
+    eval_batch_size = settings.evaluation_batch_size()
+    partitioner.get_data_layout(eval_batch_size, "EVAL_BATCH_SIZE")  # fails now, not at step 1k
     directory = RunDirectory(settings.model_dir)
     state_bytes = sum(leaf.size * leaf.dtype.itemsize
                       for leaf in jax.tree.leaves(trainer.state_shapes))
     directory.prepare(state_bytes)
     vocabulary = _install_vocabulary(directory, settings, checkpoint)
     directory.write_text(CONFIG_FILE, config_json(config).decode())
+    multihost.barrier("ct5x:vocabulary")  # every process reads the tasks with this vocabulary
     stream = TrainingStream(DataSettings(
         info.name, lengths, settings.batch_size, settings.random_seed, settings.pack,
-        jax.process_index(), jax.process_count()))
-    train_examples = _total_examples(stream.num_examples)
+        layout.shard_id, layout.num_shards))
+    train_examples = stream.num_examples
     train_steps = settings.steps_for(train_examples)
-    print(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
-          + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
-          + f" -> {train_steps} steps", flush=True)
+    multihost.say(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
+                  + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
+                  + f" -> {train_steps} steps")
     # The task's decoding length (capped under the anchor switch), never past the target length.
     options = DecodingOptions(num_beams=info.num_beams,
                               max_decode_length=min(lengths["targets"], info.decode_length))
-    validator = Validator(info.name, lengths, settings.batch_size, options,
-                          settings.eval_examples)
+    validator = Validator(info.name, lengths, eval_batch_size, options, settings.eval_examples)
     record = _run_record(settings, info, checkpoint_path, lengths, vocabulary, train_examples,
-                         train_steps)
+                         train_steps, eval_batch_size)
     previous = directory.read_run() or {}
     for key in ("latest_step", "best_step", "best_metric", "evaluations_without_improvement"):
         if key in previous:
             record[key] = previous[key]
     directory.write_text(CONFIG_GIN, gin_utils.operative_config())
+    multihost.barrier("ct5x:operative_config")
     run = Run(
         trainer=trainer, stream=stream, validator=validator, directory=directory, record=record,
         train_steps=train_steps, eval_period=settings.eval_period_for(train_examples),

@@ -7,6 +7,10 @@ r"""`ct5x train` / `python -m ct5x.train`: gin-configured fine-tuning, as T5X's 
 
 Flags: --gin_file (repeatable), --gin.NAME=VALUE (a binding; VALUE is a gin expression, so strings
 are quoted), --gin_bindings, --gin_search_paths (comma-separated), --verbose, --log_examples.
+Several processes as one run (T5X's flags; on CPU hosts through gloo collectives):
+--multiprocess_gpu --coordinator_address=HOST:PORT --process_count=N --process_index=I
+[--initialization_timeout=SECONDS, default 300]; or --gin.MULTIHOST=True to find them in the
+environment (SLURM, TPU VM).
 Re-running the command on the same MODEL_DIR resumes the run, or says it has finished.
 """
 
@@ -21,9 +25,11 @@ import sys
 import traceback
 from typing import Any
 
+from ct5x import multihost
 from ct5x.errors import UserInputError
 
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 1
+# Stopped: a diverged loss, or preempted (SIGTERM) with a checkpoint saved.
+EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_CRASHED = 2, 1, 1
 # The macro of gin/runs/finetune.gin that builds the run's `RunSettings`.
 RUN_FILE_MACRO = "RUN"
 
@@ -35,18 +41,19 @@ class Flags:
     search_paths: list[str]
     verbose: bool = False
     log_examples: bool = False
+    processes: multihost.ProcessFlags = dataclasses.field(default_factory=multihost.ProcessFlags)
 
 
 def parse_flags(argv: list[str]) -> Flags:
     """T5X's flag names, including `--gin.NAME=VALUE`, which argparse cannot express."""
     files, bindings, paths, verbose, examples = [], [], [], False, False
+    process_flags: dict[str, str | bool] = {}
     args = list(argv)
     while args:
         arg = args.pop(0)
         name, has_value, value = arg.partition("=")
-        takes_value = name in ("--gin_file", "--gin_bindings", "--gin_search_paths") or (
-            name.startswith("--gin.")
-        )
+        takes_value = name in ("--gin_file", "--gin_bindings", "--gin_search_paths",
+                               *multihost.VALUE_FLAGS) or name.startswith("--gin.")
         if takes_value and not has_value:
             if not args:
                 raise UserInputError(f"{arg}: needs a value")
@@ -59,6 +66,8 @@ def parse_flags(argv: list[str]) -> Flags:
             paths.extend(path for path in value.split(",") if path)
         elif name.startswith("--gin."):
             bindings.append(f"{name[len('--gin.'):]} = {value}")
+        elif name in multihost.VALUE_FLAGS or arg == "--multiprocess_gpu":
+            process_flags[name] = value if takes_value else True
         elif arg == "--verbose":
             verbose = True
         elif arg == "--log_examples":
@@ -70,7 +79,8 @@ def parse_flags(argv: list[str]) -> Flags:
             raise UserInputError(f"unknown flag {arg} (see ct5x train --help)")
     if not files:
         raise UserInputError("no --gin_file given (e.g. --gin_file=runs/finetune.gin)")
-    return Flags(files, bindings, paths, verbose, examples)
+    return Flags(files, bindings, paths, verbose, examples,
+                 multihost.ProcessFlags.from_flags(process_flags))
 
 
 def _macro_name(binding: str) -> str | None:
@@ -118,32 +128,32 @@ def load_settings(gin_files: list[str], gin_bindings: list[str],
     return settings, model
 
 
-def _configure_process(settings: Any) -> None:
-    """Random-number implementation and multi-host start, before any array exists."""
+def _configure_process(settings: Any, processes: multihost.ProcessFlags | None) -> None:
+    """Random-number implementation and the start of several processes, before any array
+    exists: the flags' processes, else MULTIHOST's (found in the environment)."""
     import jax
 
     jax.config.update("jax_default_prng_impl",
                       "unsafe_rbg" if settings.use_hardware_rng else "threefry2x32")
-    if settings.initialize_distributed and not jax.distributed.is_initialized():
-        jax.distributed.initialize(
-            coordinator_address=settings.coordinator_address,
-            num_processes=settings.num_processes, process_id=settings.process_id,
-        )
+    if processes is None or not processes.wanted:
+        processes = multihost.ProcessFlags(detect=settings.initialize_distributed)
+    multihost.start(processes, "ct5x train")
 
 
 def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[str] = (),
-        log_examples: bool = False) -> dict:
+        log_examples: bool = False, processes: multihost.ProcessFlags | None = None) -> dict:
     """Trains (or resumes) the run the gin files describe; returns the final run.json contents."""
     from ct5x.run_directory import RunDirectory
     from ct5x.run_setup import build_run
 
     settings, gin_model = load_settings(list(gin_files), list(gin_bindings), list(search_paths))
-    _configure_process(settings)
+    _configure_process(settings, processes)
     importlib.import_module(settings.mixture_or_task_module)
     existing = RunDirectory(settings.model_dir).read_run()
     if existing and existing.get("finished"):
-        print(f"{settings.model_dir}: run already finished at step {existing['latest_step']} "
-              f"(best step {existing['best_step']}); nothing to do", flush=True)
+        multihost.say(f"{settings.model_dir}: run already finished at step "
+                      f"{existing['latest_step']} (best step {existing['best_step']}); "
+                      "nothing to do")
         return existing
     from ct5x.training_loop import train
 
@@ -161,27 +171,41 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from ct5x.training_loop import TrainingDiverged
+    from ct5x.training_loop import Preempted, TrainingDiverged
 
     try:
         flags = parse_flags(argv)
-        record = run(flags.gin_files, flags.gin_bindings, flags.search_paths, flags.log_examples)
+        record = run(flags.gin_files, flags.gin_bindings, flags.search_paths, flags.log_examples,
+                     flags.processes)
     except UserInputError as error:
-        if verbose:
-            traceback.print_exc()
         # gin appends "In call to configurable ..." lines to errors raised inside a binding.
         first_line = (str(error).splitlines() or [""])[0]
-        print(f"ct5x train: error: {first_line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _failed(EXIT_BAD_INPUT, f"error: {first_line}", verbose)
     except TrainingDiverged as error:
-        if verbose:
-            traceback.print_exc()
-        print(f"ct5x train: stopped: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return _failed(EXIT_STOPPED, f"stopped: {error}", verbose)
+    except Preempted as error:  # every process stops here together: nobody to tell
+        return _failed(EXIT_STOPPED, f"stopped: {error}", verbose, tell_the_others=False)
+    except Exception as error:
+        if not multihost.is_multiprocess():
+            raise
+        traceback.print_exc()
+        return _failed(EXIT_CRASHED, f"crashed: {type(error).__name__}: "
+                       f"{(str(error).splitlines() or [''])[0]}", verbose=False)
     best = record.get("best_metric") or {}
-    print(f"finished: step {record['latest_step']}, best step {record['best_step']}"
-          + (f" ({best['name']} {best['value']:.4f})" if best else ""), flush=True)
+    multihost.say(f"finished: step {record['latest_step']}, best step {record['best_step']}"
+                  + (f" ({best['name']} {best['value']:.4f})" if best else ""))
     return 0
+
+
+def _failed(code: int, message: str, verbose: bool, tell_the_others: bool = True) -> int:
+    """One line on standard error; in a multi-process run the others stop too (this process
+    then exits here)."""
+    if verbose:
+        traceback.print_exc()
+    print(f"ct5x train: {multihost.line_prefix()}{message}", file=sys.stderr, flush=True)
+    if tell_the_others:
+        multihost.stop_every_process(code, message)
+    return code
 
 
 def register_command(commands: argparse._SubParsersAction) -> None:

@@ -22,7 +22,14 @@ from ct5x.checkpoints import load_checkpoint
 from ct5x.checkpoints.atomic import write_bytes
 from ct5x.errors import UserInputError
 from ct5x.evaluation.progress import EvaluationProgress
-from ct5x.evaluation.runs import METRICS_FILE, PREDICTIONS_FILE, Run, find_run_files, read_run
+from ct5x.evaluation.runs import (
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    Run,
+    find_run_files,
+    read_run,
+)
 from ct5x.evaluation.splits import (
     EvaluationSplit,
     build_split,
@@ -46,7 +53,8 @@ class EvaluationSettings:
     """How `evaluate_runs` decodes: split, batch size, the length-penalty convention, overrides."""
 
     split: str = "test"
-    batch_size: int = 8
+    # None: each run's EVAL_BATCH_SIZE (its run.json), else DEFAULT_BATCH_SIZE.
+    batch_size: int | None = None
     force: bool = False
     with_inputs: bool = False
     # Replaces every run's data_settings.data_dir (data moved since training).
@@ -60,6 +68,16 @@ class EvaluationSettings:
     # "hf" (transformers' generate, the paper's stack) or "t5x"; alpha as in DecodingOptions.
     length_penalty_style: str = "hf"
     alpha: float | None = None
+
+
+DEFAULT_BATCH_SIZE = 8
+
+
+def run_batch_size(run: Run) -> int:
+    """The EVAL_BATCH_SIZE the run was validated with (run.json), else DEFAULT_BATCH_SIZE."""
+    record = json.loads((run.directory / RUN_FILE).read_text(encoding="utf-8"))
+    size = record.get("eval_batch_size")
+    return size if isinstance(size, int) and size > 0 else DEFAULT_BATCH_SIZE
 
 
 @dataclasses.dataclass
@@ -217,7 +235,7 @@ def evaluate_run(run: Run, settings: EvaluationSettings, progress: EvaluationPro
     model = EncoderDecoderModel(checkpoint.config.replace(dropout_rate=0.0))
     advance = progress.start_run(run.directory.name, len(split_data.ids))
     predictions = decode(model, jax.device_put(checkpoint.params), vocabulary, split_data, options,
-                         settings.batch_size, advance)
+                         settings.batch_size or run_batch_size(run), advance)
     anchor_compatible = resolve_anchor(settings.anchor_compatible)
     metrics = score(task, split_data.targets, predictions, anchor_compatible)
     lines = []
@@ -238,7 +256,7 @@ def evaluate_runs(runs_dir: str | pathlib.Path,
                   show_progress: bool = True) -> EvaluationSummary:
     """Score every run directory under `runs_dir`; failures are collected in the summary, not
     raised, so that one bad run does not stop the grid."""
-    if settings.batch_size < 1:
+    if settings.batch_size is not None and settings.batch_size < 1:
         raise UserInputError(f"--batch-size={settings.batch_size}: must be at least 1")
     summary = EvaluationSummary()
     run_files = find_run_files(runs_dir)
