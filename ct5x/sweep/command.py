@@ -88,9 +88,9 @@ def run_command(args: argparse.Namespace) -> int:
         runner.check_checkpoints(experiment, runs)
         multihost.start(processes, "ct5x sweep")
         together = multihost.is_multiprocess()
-        summary = runner.train_runs(runs, _train_together if together else
-                                    runner.default_train_fn,
-                                    Console(stderr=True, quiet=not multihost.is_primary()))
+        train_fn = _train_together if together else runner.default_train_fn
+        console = Console(stderr=True, quiet=together and not multihost.is_primary())
+        summary = runner.train_runs(runs, train_fn, console)
         multihost.say(f"trained {len(summary.trained)}, skipped {len(summary.skipped)} "
                       f"finished, failed {len(summary.failed)}")
         for run, message in summary.failed:
