@@ -1,4 +1,5 @@
-# The two commands README promises: `make demo` and `make test`.
+# The two commands README promises: `make demo` and `make test`. `make test-slurm` runs a tiny grid on
+# a real one-node SLURM cluster it starts (installing Debian's slurm-wlm and munge if missing).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-slurm lint bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ RUFF := $(BIN)/ruff check --line-length 100 --extend-select E501 --config "lint.
 test: $(VENV)/.installed-test
 	$(RUFF) ct5x tasks tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=importlib tests
+
+test-slurm: $(VENV)/.installed-test
+	CT5X_SLURM_TEST=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider --import-mode=importlib tests/ct5x/sweep/test_slurm_cluster.py
 
 lint: $(VENV)/.installed-test
 	$(RUFF) ct5x tasks tests benchmarks

@@ -116,17 +116,16 @@ def ct5x_worker(size: str, rng_impl: str, args: argparse.Namespace) -> dict:
                         ["ACTIVATION_DTYPE = 'bfloat16'", *args.binding])
     optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4,
                                                  max_grad_norm=None))
-    trainer = Trainer(model, optimizer, partitioning.make_mesh(),
-                      partitioning.standard_logical_axis_rules(), seed=0)
+    trainer = Trainer(model, optimizer, partitioning.Partitioner(), seed=0)
     carry = {"state": trainer.create_state(None)}
     batch = random_batch(model.config, args.batch, args.input_length, args.target_length)
 
     def step():
-        carry["state"], metrics = trainer.train_step(carry["state"], batch)
+        carry["state"], metrics = trainer.train(carry["state"], [batch])
         return metrics
 
     def finish(metrics):
-        return jax.device_get(metrics["loss"])
+        return metrics.fetch()["loss"]
 
     timing = repeat_timed(step, finish, args)
     stats = jax.local_devices()[0].memory_stats() or {}

@@ -191,19 +191,15 @@ def train_functions(config: T5Config, params, torch_model, batch):
     model = EncoderDecoderModel(config, LossOptions(z_loss=0.0))
     optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4,
                                                  max_grad_norm=None))
-    trainers = {count: Trainer(model, optimizer, partitioning.make_mesh(1, jax.devices()[:1]),
-                               partitioning.standard_logical_axis_rules(), seed=0,
+    trainers = {count: Trainer(model, optimizer,
+                               partitioning.Partitioner(1, devices=jax.devices()[:1]), seed=0,
                                steps_per_execution=count)
                 for count in (1, STEPS_PER_EXECUTION)}
     states = {count: trainer.create_state(params) for count, trainer in trainers.items()}
 
     def ct5x_steps(count: int) -> Callable[[], int]:
         def run() -> int:
-            trainer = trainers[count]
-            if count == 1:
-                states[1], _ = trainer.train_step(states[1], batch)
-            else:
-                states[count], _ = trainer.train_steps(states[count], [batch] * count)
+            states[count], _ = trainers[count].train(states[count], [batch] * count)
             jax.block_until_ready(states[count])
             return count
         return run

@@ -56,19 +56,15 @@ def ct5x_worker(size: str, policy: str, steps_per_execution: int) -> dict:
     model = EncoderDecoderModel(_config(size, policy))
     optimizer = make_optimizer(OptimizerSettings(flavour="hf", learning_rate=1e-4,
                                                  max_grad_norm=None))
-    trainer = Trainer(model, optimizer, partitioning.make_mesh(1, jax.devices()[:1]),
-                      partitioning.standard_logical_axis_rules(), seed=0,
-                      steps_per_execution=steps_per_execution)
+    trainer = Trainer(model, optimizer, partitioning.Partitioner(1, devices=jax.devices()[:1]),
+                      seed=0, steps_per_execution=steps_per_execution)
     state = trainer.create_state(None)
     batches = [random_batch(model.config, BATCH, INPUT_LENGTH, TARGET_LENGTH)]
     batches *= steps_per_execution
     resident = current_rss_mb()
     scratch = trainer.lower_train(state, batches).compile().memory_analysis()
-    if steps_per_execution == 1:
-        for batch in batches * 2:
-            state, _ = trainer.train_step(state, batch)
-    else:
-        state, _ = trainer.train_steps(state, batches)
+    for _ in range(2 if steps_per_execution == 1 else 1):
+        state, _ = trainer.train(state, batches)
     jax.block_until_ready(state)
     return {
         "resident_before_step_mb": round(resident, 1),

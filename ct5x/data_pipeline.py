@@ -7,8 +7,10 @@ k*B .. k*B+B-1. The data position saved beside a checkpoint is therefore just th
 after a resume is batch k of an uninterrupted run. With packing, each epoch's shuffled examples go
 through SeqIO's packing `EncDecFeatureConverter` and the stream runs over packed rows.
 
-Each host reads its own shard of the examples (`seqio.ShardInfo`) and builds its part of every
-global batch.
+Every process reads the whole training split, so the global batch of step k does not depend on
+the number of processes or the mesh; a process builds only its data shard of it (the rows
+`partitioning.DataLayout` gives it), and processes of one model-parallel group build the same rows.
+A run on N processes therefore sees the batches a run on one process sees.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ Batch = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
-    """Which task, split lengths and batching; built by the trainer from the run macros."""
+    """Which task, split lengths and batching, and which data shard of every global batch of
+    `batch_size` rows this process builds (`partitioning.DataLayout`)."""
 
     task_name: str
     feature_lengths: Mapping[str, int]
@@ -43,7 +46,7 @@ class DataSettings:
             raise UserInputError(f"BATCH_SIZE={self.batch_size}: must be at least 1")
         if self.batch_size % self.num_shards:
             raise UserInputError(
-                f"BATCH_SIZE={self.batch_size} does not split over {self.num_shards} hosts"
+                f"BATCH_SIZE={self.batch_size} does not split into {self.num_shards} data shards"
             )
 
     @property
@@ -71,7 +74,7 @@ def _token_dataset(examples: list[dict[str, np.ndarray]]) -> tf.data.Dataset:
 
 
 def task_examples(task_name: str, split: str, feature_lengths: Mapping[str, int],
-                  shard_info: seqio.ShardInfo | None = None, seed: int | None = None) -> list[dict]:
+                  seed: int | None = None) -> list[dict]:
     """The split's tokenized, trimmed examples in source order (pretokenized text included).
 
     `seed` seeds the task's random preprocessors (span corruption), so a resumed run sees the
@@ -79,7 +82,7 @@ def task_examples(task_name: str, split: str, feature_lengths: Mapping[str, int]
     """
     task = seqio.get_mixture_or_task(task_name)
     dataset = task.get_dataset(
-        dict(feature_lengths), split=split, shuffle=False, num_epochs=1, shard_info=shard_info,
+        dict(feature_lengths), split=split, shuffle=False, num_epochs=1,
         use_cached=False, seed=seed,
     )
     return list(dataset.as_numpy_iterator())
@@ -118,13 +121,13 @@ def convert(examples: list[dict], feature_lengths: Mapping[str, int], pack: bool
 
 
 class TrainingStream:
-    """Batch k of the endless, epoch-by-epoch shuffled stream of one host's training examples."""
+    """This process's data shard of batch k of the endless, epoch-by-epoch shuffled stream of the
+    training examples."""
 
     def __init__(self, settings: DataSettings, examples: list[dict] | None = None):
         self.settings = settings
         if examples is None:
-            shard = seqio.ShardInfo(settings.shard_index, settings.num_shards)
-            examples = task_examples(settings.task_name, "train", settings.feature_lengths, shard,
+            examples = task_examples(settings.task_name, "train", settings.feature_lengths,
                                      seed=settings.seed)
         if not examples:
             raise UserInputError(f"task {settings.task_name}: its train split has no examples")
@@ -174,13 +177,14 @@ class TrainingStream:
 
     def epoch_of_step(self, step: int) -> float:
         """How many epochs the stream has gone through before `step` (fractional)."""
-        epoch, row = self._locate(step * self.settings.host_batch_size)
+        epoch, row = self._locate(step * self.settings.batch_size)
         return epoch + row / self.rows_per_epoch(epoch)
 
     def batch(self, step: int) -> Batch:
-        """This host's rows of global batch `step`."""
+        """This process's data shard of global batch `step`."""
         size = self.settings.host_batch_size
-        pieces, offset, wanted = [], step * size, size
+        offset = step * self.settings.batch_size + self.settings.shard_index * size
+        pieces, wanted = [], size
         while wanted:
             epoch, row = self._locate(offset)
             rows = self.epoch_rows(epoch)

@@ -94,6 +94,8 @@ class RunRecord:
     # The paper task whose metrics score the run (None: the task's own metric functions).
     scored_as: str | None = None
     batch_size: int | None = None
+    # Rows per validation batch (EVAL_BATCH_SIZE); `ct5x evaluate` decodes at this size.
+    eval_batch_size: int | None = None
     pack: bool | None = None
     num_folds: int = NUM_FOLDS
     schema_version: int = SCHEMA_VERSION
@@ -116,7 +118,8 @@ class RunRecord:
             "variant": {key: getattr(variant, key) for key in _VARIANT_KEYS},
             "initial_checkpoint": self.initial_checkpoint,
             "learning_rate": self.learning_rate, "seed": self.seed,
-            "batch_size": self.batch_size, "pack": self.pack,
+            "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+            "pack": self.pack,
             "train_examples": self.train_examples, "train_steps": self.train_steps,
             "latest_step": self.latest_step, "best_step": self.best_step,
             "best_metric": None if self.best_metric is None else dataclasses.asdict(
@@ -268,6 +271,7 @@ def record_from_json(record: Any, where: str) -> RunRecord:
         selection=_selection(fields, schema, best),
         scored_as=fields.get("scored_as", (str, type(None))) if v2 else None,
         batch_size=fields.get("batch_size", (int,)) if v2 else None,
+        eval_batch_size=fields.get("eval_batch_size", (int, type(None)), required=False),
         pack=fields.get("pack", (bool,)) if v2 else None,
         num_folds=fields.get("num_folds", (int,)) if v2 else NUM_FOLDS,
         schema_version=schema,

@@ -53,6 +53,8 @@ class RunSettings:
     selection_metric: str | None = None
     # Validation examples decoded at each evaluation (None: all).
     eval_examples: int | None = None
+    # Rows per validation scoring and decoding batch (None: BATCH_SIZE / NUM_MICROBATCHES).
+    eval_batch_size: int | None = None
     # Applied to the network whether it comes from the checkpoint or a model gin file.
     dropout_rate: float = 0.1
     activation_dtype: str = "float32"
@@ -61,11 +63,9 @@ class RunSettings:
     use_hardware_rng: bool = False
     activation_partitioning_dims: int = 1
     parameter_partitioning_dims: int = 1
-    # Multi-host: call jax.distributed.initialize (arguments None: detected from the environment).
+    # Multi-host: join the other processes by jax.distributed.initialize(), which finds them in the
+    # environment (SLURM, TPU VM); `ct5x train --multiprocess_gpu ...` names them instead.
     initialize_distributed: bool = False
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
     optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
     # The paper's objective: plain cross-entropy (no z-loss), the mean over real target tokens.
     loss: LossOptions = dataclasses.field(
@@ -87,6 +87,7 @@ class RunSettings:
             "EVAL_PERIOD": self.eval_period, "CHECKPOINT_PERIOD": self.checkpoint_period,
             "KEEP_CHECKPOINTS": self.keep_checkpoints,
             "STEPS_PER_EXECUTION": self.steps_per_execution,
+            "EVAL_BATCH_SIZE": self.eval_batch_size,
         }
         for name, value in positive.items():
             if value is not None and not value > 0:
@@ -113,6 +114,12 @@ class RunSettings:
         if self.steps_per_execution is not None:
             return int(self.steps_per_execution)
         return CPU_STEPS_PER_EXECUTION if backend == "cpu" else 1
+
+    def evaluation_batch_size(self) -> int:
+        """EVAL_BATCH_SIZE, or the rows of one training microbatch (what fitted in memory)."""
+        if self.eval_batch_size is not None:
+            return int(self.eval_batch_size)
+        return max(1, self.batch_size // self.num_microbatches)
 
     def eval_period_for(self, train_examples: int) -> int:
         """EVAL_PERIOD, or the steps of one epoch."""

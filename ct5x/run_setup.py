@@ -15,9 +15,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
-from ct5x import partitioning
+from ct5x import multihost, partitioning
 from ct5x.checkpoints import TOKENIZER_FILES, VOCABULARY_FILE, load_checkpoint
 from ct5x.checkpoints import train_state as saved
 from ct5x.checkpoints.hf import CONFIG_FILE, config_json
@@ -36,7 +35,7 @@ from ct5x.run_record import (
     RunRecord,
 )
 from ct5x.run_settings import RunSettings
-from ct5x.trainer import Trainer
+from ct5x.trainer import Trainer, training_data_layout
 from ct5x.training_loop import Run
 from ct5x.validation import Validator
 
@@ -107,12 +106,6 @@ def _version() -> str:
         return "unknown"
 
 
-def _total_examples(local: int) -> int:
-    if jax.process_count() == 1:
-        return local
-    return int(np.sum(multihost_utils.process_allgather(np.asarray(local))))
-
-
 def _selection(settings: RunSettings, info):
     """SELECTION_METRIC with its direction, else the task's (`TaskInfo.selection`)."""
     return info.selection_for(settings.selection_metric)
@@ -127,7 +120,8 @@ def _checkpoint_name(path: str | None) -> str:
 
 
 def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
-                lengths: dict, vocabulary: Path, train_examples: int, train_steps: int) -> dict:
+                lengths: dict, vocabulary: Path, train_examples: int, train_steps: int,
+                eval_batch_size: int) -> dict:
     """run.json's fixed fields (`ct5x.run_record.RunRecord`); the loop fills in the progress."""
     import ct5x_tasks
 
@@ -143,7 +137,8 @@ def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
         vocabulary=str(vocabulary), ct5x_version=_version(),
         latest_step=0, best_step=None, best_metric=None, finished=False,
         anchor_compatible=task_settings.anchor_compatible, selection=_selection(settings, info),
-        scored_as=info.scored_as, batch_size=settings.batch_size, pack=settings.pack,
+        scored_as=info.scored_as, batch_size=settings.batch_size,
+        eval_batch_size=eval_batch_size, pack=settings.pack,
         num_folds=info.num_folds, schema_version=SCHEMA_VERSION,
     )
     return record.to_json()
@@ -177,7 +172,7 @@ def _state_bytes(model: EncoderDecoderModel, settings: RunSettings) -> int:
 
 
 def _summary_writers(directory: RunDirectory) -> dict:
-    if jax.process_index() != 0:
+    if not multihost.is_primary():
         return {}
     from clu.metric_writers import SummaryWriter
 
@@ -210,23 +205,28 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     model = EncoderDecoderModel(config, loss)
     if checkpoint is not None:
         check_shapes(model, checkpoint.params, checkpoint_path)
-    mesh = partitioning.make_mesh(settings.num_partitions)
-    rules = partitioning.standard_logical_axis_rules(settings.activation_partitioning_dims,
-                                                     settings.parameter_partitioning_dims)
+    partitioner = partitioning.Partitioner(
+        settings.num_partitions,
+        partitioning.standard_logical_axis_rules(settings.activation_partitioning_dims,
+                                                 settings.parameter_partitioning_dims))
+    layout = training_data_layout(partitioner, settings.batch_size, settings.num_microbatches)
+    eval_batch_size = settings.evaluation_batch_size()
+    partitioner.get_data_layout(eval_batch_size, "EVAL_BATCH_SIZE")  # fails now, not at step 1k
     directory = RunDirectory(settings.model_dir)
     directory.prepare(_state_bytes(model, settings))
     vocabulary = _install_vocabulary(directory, settings, checkpoint)
     directory.write_text(CONFIG_FILE, config_json(config).decode())
+    multihost.barrier("ct5x:vocabulary")  # every process reads the tasks with this vocabulary
     stream = TrainingStream(DataSettings(
         info.name, lengths, settings.batch_size, settings.random_seed, settings.pack,
-        jax.process_index(), jax.process_count()))
-    train_examples = _total_examples(stream.num_examples)
+        layout.shard_id, layout.num_shards))
+    train_examples = stream.num_examples
     train_steps = settings.steps_for(train_examples)
-    print(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
-          + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
-          + f" -> {train_steps} steps", flush=True)
+    multihost.say(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
+                  + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
+                  + f" -> {train_steps} steps")
     # Under the anchor switch, microbatches are averaged as transformers' Trainer averages them.
-    trainer = Trainer(model, make_optimizer(settings.optimizer, train_steps), mesh, rules,
+    trainer = Trainer(model, make_optimizer(settings.optimizer, train_steps), partitioner,
                       settings.random_seed, settings.num_microbatches,
                       make_schedule(settings.optimizer, train_steps),
                       settings.steps_per_execution_for(jax.default_backend()),
@@ -236,10 +236,9 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     options = DecodingOptions(num_beams=info.num_beams,
                               max_decode_length=info.decode_length_for(lengths["targets"]),
                               length_penalty_style="hf_4.22" if anchor else "hf")
-    validator = Validator(info.name, lengths, settings.batch_size, options,
-                          settings.eval_examples)
+    validator = Validator(info.name, lengths, eval_batch_size, options, settings.eval_examples)
     record = _run_record(settings, info, checkpoint_path, lengths, vocabulary, train_examples,
-                         train_steps)
+                         train_steps, eval_batch_size)
     previous = directory.read_run()
     if previous and saved.complete_steps(directory.path):
         # Resuming: run.json's fixed fields stay as first written (the checkpoint's data
@@ -247,6 +246,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
         # number of steps is this run's, which may train further.
         record = {**record, **previous, "train_steps": train_steps}
     directory.write_text(CONFIG_GIN, gin_utils.operative_config())
+    multihost.barrier("ct5x:operative_config")
     run = Run(
         trainer=trainer, stream=stream, validator=validator, directory=directory, record=record,
         train_steps=train_steps, eval_period=settings.eval_period_for(train_examples),

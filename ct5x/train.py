@@ -7,6 +7,10 @@ r"""`ct5x train` / `python -m ct5x.train`: gin-configured fine-tuning, as T5X's 
 
 Flags: --gin_file (repeatable), --gin.NAME=VALUE (a binding; VALUE is a gin expression, so strings
 are quoted), --gin_bindings, --gin_search_paths (comma-separated), --verbose, --log_examples.
+Several processes as one run (T5X's flags; on CPU hosts through gloo collectives):
+--multiprocess_gpu --coordinator_address=HOST:PORT --process_count=N --process_index=I
+[--initialization_timeout=SECONDS, default 300]; or --gin.MULTIHOST=True to find them in the
+environment (SLURM, TPU VM).
 Re-running the command on the same MODEL_DIR resumes the run, or says it has finished.
 """
 
@@ -21,6 +25,7 @@ import sys
 import traceback
 from typing import Any
 
+from ct5x import process_flags
 from ct5x.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserInputError
 
 # The macro of gin/runs/finetune.gin that builds the run's `RunSettings`.
@@ -34,17 +39,30 @@ class Flags:
     search_paths: list[str]
     verbose: bool = False
     log_examples: bool = False
+    processes: process_flags.ProcessFlags = dataclasses.field(
+        default_factory=process_flags.ProcessFlags)
 
 
 def parse_flags(argv: list[str]) -> Flags:
-    """T5X's flag names (`gin_utils.parse_gin_flags`: --gin_file, --gin.NAME=VALUE, ...) and
-    --verbose, --log_examples."""
+    """T5X's flag names (`gin_utils.parse_gin_flags`: --gin_file, --gin.NAME=VALUE, ...), its
+    multi-process flags (`ct5x.process_flags`), --verbose and --log_examples."""
     from ct5x.gin_utils import parse_gin_flags
 
     gin_flags, rest = parse_gin_flags(argv)
     verbose, examples = False, False
-    for arg in rest:
-        if arg == "--verbose":
+    processes: dict[str, str | bool] = {}
+    while rest:
+        arg = rest.pop(0)
+        name, has_value, value = arg.partition("=")
+        if name in process_flags.VALUE_FLAGS:
+            if not has_value:
+                if not rest:
+                    raise UserInputError(f"{arg}: needs a value")
+                value = rest.pop(0)
+            processes[name] = value
+        elif arg == "--multiprocess_gpu":
+            processes[arg] = True
+        elif arg == "--verbose":
             verbose = True
         elif arg == "--log_examples":
             examples = True
@@ -56,7 +74,7 @@ def parse_flags(argv: list[str]) -> Flags:
     if not gin_flags.files:
         raise UserInputError("no --gin_file given (e.g. --gin_file=runs/finetune.gin)")
     return Flags(list(gin_flags.files), list(gin_flags.bindings), list(gin_flags.search_paths),
-                 verbose, examples)
+                 verbose, examples, process_flags.ProcessFlags.from_flags(processes))
 
 
 def _macro_name(binding: str) -> str | None:
@@ -104,32 +122,35 @@ def load_settings(gin_files: list[str], gin_bindings: list[str],
     return settings, model
 
 
-def _configure_process(settings: Any) -> None:
-    """Random-number implementation and multi-host start, before any array exists."""
+def _configure_process(settings: Any, processes: process_flags.ProcessFlags | None) -> None:
+    """Random-number implementation and the start of several processes, before any array
+    exists: the flags' processes, else MULTIHOST's (found in the environment)."""
     import jax
+
+    from ct5x import multihost
 
     jax.config.update("jax_default_prng_impl",
                       "unsafe_rbg" if settings.use_hardware_rng else "threefry2x32")
-    if settings.initialize_distributed and not jax.distributed.is_initialized():
-        jax.distributed.initialize(
-            coordinator_address=settings.coordinator_address,
-            num_processes=settings.num_processes, process_id=settings.process_id,
-        )
+    if processes is None or not processes.wanted:
+        processes = process_flags.ProcessFlags(detect=settings.initialize_distributed)
+    multihost.start(processes, "ct5x train")
 
 
 def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[str] = (),
-        log_examples: bool = False) -> dict:
+        log_examples: bool = False, processes: process_flags.ProcessFlags | None = None) -> dict:
     """Trains (or resumes) the run the gin files describe; returns the final run.json contents."""
+    from ct5x import multihost
     from ct5x.run_directory import RunDirectory
     from ct5x.run_setup import build_run
 
     settings, gin_model = load_settings(list(gin_files), list(gin_bindings), list(search_paths))
-    _configure_process(settings)
+    _configure_process(settings, processes)
     importlib.import_module(settings.mixture_or_task_module)
     existing = RunDirectory(settings.model_dir).read_run()
     if existing and existing.get("finished"):
-        print(f"{settings.model_dir}: run already finished at step {existing['latest_step']} "
-              f"(best step {existing['best_step']}); nothing to do", flush=True)
+        multihost.say(f"{settings.model_dir}: run already finished at step "
+                      f"{existing['latest_step']} (best step {existing['best_step']}); "
+                      "nothing to do")
         return existing
     from ct5x.training_loop import train
 
@@ -147,27 +168,44 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from ct5x.training_loop import TrainingDiverged
+    from ct5x import multihost
+    from ct5x.training_loop import Preempted, TrainingDiverged
 
     try:
         flags = parse_flags(argv)
-        record = run(flags.gin_files, flags.gin_bindings, flags.search_paths, flags.log_examples)
+        record = run(flags.gin_files, flags.gin_bindings, flags.search_paths, flags.log_examples,
+                     flags.processes)
     except UserInputError as error:
-        if verbose:
-            traceback.print_exc()
         # gin appends "In call to configurable ..." lines to errors raised inside a binding.
         first_line = (str(error).splitlines() or [""])[0]
-        print(f"ct5x train: error: {first_line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _failed(EXIT_BAD_INPUT, f"error: {first_line}", verbose)
     except TrainingDiverged as error:
-        if verbose:
-            traceback.print_exc()
-        print(f"ct5x train: stopped: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(EXIT_FAILED, f"stopped: {error}", verbose)
+    except Preempted as error:  # every process stops here together: nobody to tell
+        return _failed(EXIT_FAILED, f"stopped: {error}", verbose, tell_the_others=False)
+    except Exception as error:
+        if not multihost.is_multiprocess():
+            raise
+        traceback.print_exc()
+        return _failed(EXIT_FAILED, f"crashed: {type(error).__name__}: "
+                       f"{(str(error).splitlines() or [''])[0]}", verbose=False)
     best = record.get("best_metric") or {}
-    print(f"finished: step {record['latest_step']}, best step {record['best_step']}"
-          + (f" ({best['name']} {best['value']:.4f})" if best else ""), flush=True)
+    multihost.say(f"finished: step {record['latest_step']}, best step {record['best_step']}"
+                  + (f" ({best['name']} {best['value']:.4f})" if best else ""))
     return 0
+
+
+def _failed(code: int, message: str, verbose: bool, tell_the_others: bool = True) -> int:
+    """One line on standard error; in a multi-process run the others stop too (this process
+    then exits here)."""
+    from ct5x import multihost
+
+    if verbose:
+        traceback.print_exc()
+    print(f"ct5x train: {multihost.line_prefix()}{message}", file=sys.stderr, flush=True)
+    if tell_the_others:
+        multihost.stop_every_process(code, message)
+    return code
 
 
 def register_command(commands: argparse._SubParsersAction) -> None:

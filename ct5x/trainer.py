@@ -1,45 +1,37 @@
-"""The partitioned train step and the evaluation loop, jitted with explicit shardings.
+"""The training step and the optimizer, and the loss and decoding calls evaluation needs.
 
-Parameters and the whole optimizer state are sharded by the logical axis rules over a
-("data", "model") mesh, batches over "data". Every jitted call runs inside the mesh and the rules,
-so the network's activation constraints take effect. Dropout randomness is a function of
-(seed, step) alone, which makes a resumed run repeat the uninterrupted one exactly.
+The Partitioner gives the mesh, the shardings, the data layout and the jit; the Trainer says what
+is computed. Parameters and the whole optimizer state are sharded by the logical axis rules,
+batches over "data". Dropout randomness is a function of (seed, step) alone, which makes a resumed
+run repeat the uninterrupted one exactly.
 
-`train_steps` runs up to STEPS_PER_EXECUTION steps as one program (a loop over stacked batches),
-with the same updates as one step at a time. XLA:CPU allocates a program's scratch memory afresh
-at every execution and the kernel zeroes each page on first touch, about a tenth of a small
-model's step; one execution for several steps pays that once. The number of steps is an argument
-of the program, not part of its shape, so the shorter groups before an evaluation or a checkpoint
-run the same compiled program.
+`train` runs 1 to STEPS_PER_EXECUTION steps in one execution. With more than one step per
+execution the program is a loop over stacked batches, with the same updates as one step at a time:
+XLA:CPU allocates a program's scratch memory afresh at every execution and the kernel zeroes each
+page on first touch, about a tenth of a small model's step; one execution for several steps pays
+that once. The number of steps is an argument of the program, not part of its shape, so the
+shorter groups before an evaluation or a checkpoint run the same compiled program.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ct5x import optimizers, partitioning
+from ct5x import optimizers
 from ct5x.errors import UserInputError
 from ct5x.models import DecodingOptions, EncoderDecoderModel
+from ct5x.partitioning import DataLayout, Partitioner
+from ct5x.train_state import TrainState
 
 Batch = dict[str, np.ndarray]
 # What every training step reports: float32 scalars.
 STEP_METRICS = ("loss", "weight_sum", "grad_norm")
-
-
-class TrainState(flax.struct.PyTreeNode):
-    """What a step changes: the step count, the parameters and the optimizer state."""
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
 
 
 def _non_empty_sequences(batch: dict[str, jax.Array]) -> jax.Array:
@@ -73,20 +65,46 @@ def microbatch_weight(factor: str | float, microbatch: dict, batch: dict, count:
     return jnp.asarray(1.0)
 
 
+def training_data_layout(partitioner: Partitioner, batch_size: int,
+                         num_microbatches: int) -> DataLayout:
+    """This process's data shard of every training batch of `batch_size` rows; one line if they
+    do not split into NUM_MICROBATCHES microbatches over the data-parallel devices."""
+    data = partitioner.mesh.shape["data"]
+    if batch_size % (data * num_microbatches):
+        raise UserInputError(
+            f"BATCH_SIZE={batch_size} does not split into {num_microbatches} "
+            f"microbatches over {data} data-parallel devices"
+        )
+    return partitioner.get_data_layout(batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionMetrics:
+    """Every step's metrics of one execution, still on the devices ([slots] arrays; slots past
+    `count` were not run). `fetch` brings them to the host in one transfer, which waits for the
+    execution: the loop calls it once the next execution is on its way."""
+
+    values: dict[str, jax.Array]
+    count: int
+
+    def fetch(self) -> dict[str, np.ndarray]:
+        return {name: values[:self.count] for name, values in jax.device_get(self.values).items()}
+
+
 class Trainer:
-    """Owns the mesh, the shardings and the compiled train, loss and decoding functions."""
+    """Keeps the training step and the optimizer; its Partitioner places and compiles them."""
 
     def __init__(self, model: EncoderDecoderModel, optimizer: optax.GradientTransformation,
-                 mesh: Mesh, rules: partitioning.LogicalRules, seed: int,
-                 num_microbatches: int = 1, learning_rate: optax.Schedule | None = None,
-                 steps_per_execution: int = 1, microbatch_means: bool = False):
+                 partitioner: Partitioner, seed: int, num_microbatches: int = 1,
+                 learning_rate: optax.Schedule | None = None, steps_per_execution: int = 1,
+                 microbatch_means: bool = False):
         if num_microbatches < 1:
             raise UserInputError(f"NUM_MICROBATCHES={num_microbatches}: must be at least 1")
         if steps_per_execution < 1:
             raise UserInputError(
                 f"STEPS_PER_EXECUTION={steps_per_execution}: must be at least 1"
             )
-        self.model, self.optimizer, self.mesh, self.rules = model, optimizer, mesh, rules
+        self.model, self.optimizer, self.partitioner = model, optimizer, partitioner
         self.seed, self.num_microbatches = seed, num_microbatches
         # True: the mean of each microbatch's own normalised loss, as transformers' Trainer
         # accumulates gradients (and DDP averages devices); False: the whole batch's loss.
@@ -94,15 +112,12 @@ class Trainer:
         self.steps_per_execution = steps_per_execution
         # For logging only: the optimizer applies its own schedule.
         self.learning_rate = learning_rate or optax.constant_schedule(float("nan"))
-        self.replicated = NamedSharding(mesh, PartitionSpec())
-        self.batch_sharding = partitioning.data_sharding(mesh)
-        self.params_shardings = partitioning.logical_to_mesh_shardings(
-            model.params_logical_axes(), mesh, rules
-        )
+        self.params_shardings = partitioner.logical_to_mesh_sharding(model.params_logical_axes())
         self.params_shapes = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
         opt_shapes = jax.eval_shape(optimizer.init, self.params_shapes)
+        replicated = partitioner.replicated
         self.state_shardings = TrainState(
-            step=self.replicated,
+            step=replicated,
             params=self.params_shardings,
             opt_state=optimizers.state_shardings(opt_shapes, self.params_shapes,
                                                  self.params_shardings),
@@ -111,28 +126,20 @@ class Trainer:
             step=jax.ShapeDtypeStruct((), jnp.int32), params=self.params_shapes,
             opt_state=opt_shapes,
         )
-        self._train_step = jax.jit(
-            self._step, in_shardings=(self.state_shardings, self.batch_sharding),
-            out_shardings=(self.state_shardings, self.replicated), donate_argnums=0,
-        )
-        # [steps, batch, ...]: every step's rows sharded over "data" as one step's are.
-        self.stacked_batch_sharding = NamedSharding(
-            mesh, PartitionSpec(None, *self.batch_sharding.spec)
-        )
-        self._train_steps = jax.jit(
-            self._steps,
-            in_shardings=(self.state_shardings, self.stacked_batch_sharding, self.replicated),
-            out_shardings=(self.state_shardings, self.replicated), donate_argnums=0,
-        )
-        self._score = jax.jit(model.score_batch, in_shardings=(self.params_shardings,
-                                                               self.batch_sharding),
-                              out_shardings=self.replicated)
-        self._predict = jax.jit(model.predict_batch, static_argnames="options",
-                                out_shardings=self.replicated)
-
-    def active(self):
-        """The mesh and the axis rules, so activation constraints apply while tracing."""
-        return partitioning.mesh_and_rules(self.mesh, self.rules)
+        if steps_per_execution == 1:
+            self._train = partitioner.partition(
+                self._one_step, in_shardings=(self.state_shardings, partitioner.data_sharding),
+                out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+        else:
+            self._train = partitioner.partition(
+                self._steps, in_shardings=(self.state_shardings,
+                                           partitioner.stacked_data_sharding, replicated),
+                out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+        self._score = partitioner.partition(
+            model.score_batch, in_shardings=(self.params_shardings, partitioner.data_sharding),
+            out_shardings=replicated)
+        self._predict = partitioner.partition(model.predict_batch, static_argnames=("options",),
+                                              out_shardings=replicated)
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -144,9 +151,8 @@ class Trainer:
 
         if params is None:
             params = self.host_initial_params()
-        with self.active():
-            params = jax.device_put(params, self.params_shardings)
-            return jax.jit(init, out_shardings=self.state_shardings)(params)
+        params = self.partitioner.place(params, self.params_shardings)
+        return self.partitioner.partition(init, out_shardings=self.state_shardings)(params)
 
     def host_initial_params(self) -> Any:
         """Fresh parameters from the run's seed, computed by the host's CPU.
@@ -159,27 +165,6 @@ class Trainer:
         with jax.default_device(jax.local_devices(backend="cpu")[0]):
             initialise = jax.jit(self.model.init_params)
             return jax.device_get(initialise(jax.random.PRNGKey(self.seed)))
-
-    def state_to_tree(self, state: TrainState) -> dict:
-        """T5X's saved layout: {"target": params, "state": {"step", "param_states"}}."""
-        return {
-            "target": state.params,
-            "state": {"step": state.step,
-                      "param_states": serialization.to_state_dict(state.opt_state)},
-        }
-
-    def abstract_tree(self) -> dict:
-        """The saved layout as ShapeDtypeStructs carrying this run's shardings."""
-        def spec(shape, sharding):
-            return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding)
-
-        abstract = jax.tree.map(spec, self.state_shapes, self.state_shardings)
-        return self.state_to_tree(abstract)
-
-    def tree_to_state(self, tree: dict) -> TrainState:
-        opt_state = serialization.from_state_dict(self.state_shapes.opt_state,
-                                                  tree["state"]["param_states"])
-        return TrainState(step=tree["state"]["step"], params=tree["target"], opt_state=opt_state)
 
     # ---- training ----------------------------------------------------------------------------
 
@@ -219,6 +204,11 @@ class Trainer:
         metrics = dict(zip(STEP_METRICS, (loss, weight_sum, optax.tree.norm(grads))))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
+    def _one_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        """`_step` with each metric as a [1] array, as `_steps` gives them."""
+        state, metrics = self._step(state, batch)
+        return state, {name: value[None] for name, value in metrics.items()}
+
     def _steps(self, state: TrainState, batches: dict, count: jax.Array
                ) -> tuple[TrainState, dict]:
         """`_step` over the first `count` of `batches`' [slots] leading axis; each metric comes
@@ -234,84 +224,49 @@ class Trainer:
         metrics = {name: jnp.zeros(slots, jnp.float32) for name in STEP_METRICS}
         return jax.lax.fori_loop(0, count, one_step, (state, metrics))
 
-    def global_batch(self, host_batch: Batch, sharding: NamedSharding | None = None
-                     ) -> dict[str, jax.Array]:
-        """This host's rows -> one global array per feature, sharded over "data"."""
-        return {
-            key: jax.make_array_from_process_local_data(sharding or self.batch_sharding, value)
-            for key, value in host_batch.items()
-        }
+    def data_layout(self, batch_size: int) -> DataLayout:
+        return training_data_layout(self.partitioner, batch_size, self.num_microbatches)
 
     def _check_rows(self, host_batch: Batch) -> None:
-        data_shards = self.mesh.shape["data"] * self.num_microbatches
-        rows = len(host_batch["encoder_input_tokens"]) * jax.process_count()
-        if rows % data_shards:
-            raise UserInputError(
-                f"BATCH_SIZE={rows} does not split into {self.num_microbatches} microbatches "
-                f"over {self.mesh.shape['data']} data-parallel devices"
-            )
+        self.data_layout(self.partitioner.global_rows(len(host_batch["encoder_input_tokens"])))
 
-    def train_step(self, state: TrainState, host_batch: Batch) -> tuple[TrainState, dict]:
-        with self.active():
-            return self._train_step(*self._step_arguments(state, host_batch))
+    def train(self, state: TrainState, host_batches: list[Batch]
+              ) -> tuple[TrainState, ExecutionMetrics]:
+        """1 to STEPS_PER_EXECUTION consecutive steps, in one execution of one compiled program
+        (whatever their number), on this process's data shard of each batch."""
+        state, metrics = self._train(*self._arguments(state, host_batches))
+        return state, ExecutionMetrics(metrics, len(host_batches))
 
-    def _step_arguments(self, state: TrainState, host_batch: Batch) -> tuple:
-        """The single-step program's arguments: the state and the checked, sharded batch."""
-        self._check_rows(host_batch)
-        return state, self.global_batch(host_batch)
+    def lower_train(self, state: TrainState, host_batches: list[Batch]) -> jax.stages.Lowered:
+        """The program `train` runs on these batches, lowered for inspection (its HLO, or XLA's
+        memory analysis once compiled)."""
+        return self._train.lower(*self._arguments(state, host_batches))
 
-    def train_steps(self, state: TrainState, host_batches: list[Batch]
-                    ) -> tuple[TrainState, dict]:
-        """1 to STEPS_PER_EXECUTION consecutive steps in one execution of one program (whatever
-        their number). Each metric comes back on the host as [len(host_batches)]: one transfer
-        per execution, which waits for it (the caller reads every step's loss anyway)."""
-        with self.active():
-            state, metrics = self._train_steps(*self._steps_arguments(state, host_batches))
-        return state, {name: values[:len(host_batches)]
-                       for name, values in jax.device_get(metrics).items()}
-
-    def _steps_arguments(self, state: TrainState, host_batches: list[Batch]) -> tuple:
-        """The loop program's arguments: the batches stacked into STEPS_PER_EXECUTION slots
-        (the unused ones repeat the last batch and are not run) and their number."""
+    def _arguments(self, state: TrainState, host_batches: list[Batch]) -> tuple:
+        """The program's arguments: the state and the checked batch as global arrays; with
+        several steps per execution, the batches stacked into STEPS_PER_EXECUTION slots (the
+        unused ones repeat the last batch and are not run) and their number."""
         if not 1 <= len(host_batches) <= self.steps_per_execution:
             raise ValueError(f"{len(host_batches)} batches for 1 to {self.steps_per_execution} "
                              "steps per execution")
         for host_batch in host_batches:
             self._check_rows(host_batch)
+        if self.steps_per_execution == 1:
+            return state, self.partitioner.host_to_global(host_batches[0])
         slots = host_batches + host_batches[-1:] * (self.steps_per_execution - len(host_batches))
         stacked = {key: np.stack([batch[key] for batch in slots]) for key in host_batches[0]}
-        return (state, self.global_batch(stacked, self.stacked_batch_sharding),
+        return (state, self.partitioner.host_to_global(stacked, stacked=True),
                 np.int32(len(host_batches)))
-
-    def lower_train(self, state: TrainState, host_batches: list[Batch]) -> jax.stages.Lowered:
-        """The program that trains on these batches, lowered for inspection (its HLO, or XLA's
-        memory analysis once compiled): `train_step`'s with one step per execution, else
-        `train_steps`'."""
-        with self.active():
-            if self.steps_per_execution == 1:
-                if len(host_batches) != 1:
-                    raise ValueError("one batch per execution: STEPS_PER_EXECUTION is 1")
-                return self._train_step.lower(*self._step_arguments(state, host_batches[0]))
-            return self._train_steps.lower(*self._steps_arguments(state, host_batches))
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    def _host_rows(self, batch: Batch) -> Batch:
-        """This host's slice of a global batch that every host holds whole."""
-        hosts, host = jax.process_count(), jax.process_index()
-        size = len(batch["encoder_input_tokens"]) // hosts
-        return {key: value[host * size:(host + 1) * size] for key, value in batch.items()}
-
     def score(self, params: Any, batch: Batch) -> np.ndarray:
-        """Per-example target log-likelihood of a global batch every host holds."""
-        with self.active():
-            scores = self._score(params, self.global_batch(self._host_rows(batch)))
-        return np.asarray(scores)
+        """Per-example target log-likelihood of a global batch every process holds."""
+        rows = self.partitioner.host_to_global(self.partitioner.host_rows(batch))
+        return np.asarray(self._score(params, rows))
 
     def predict(self, params: Any, batch: Batch, options: DecodingOptions) -> np.ndarray:
-        """Decoded tokens of a global batch every host holds."""
-        with self.active():
-            inputs = {"encoder_input_tokens": batch["encoder_input_tokens"]}
-            tokens = self._predict(params, self.global_batch(self._host_rows(inputs)),
-                                   options=options)
-        return np.asarray(tokens)
+        """Decoded tokens of a global batch every process holds."""
+        inputs = {"encoder_input_tokens": batch["encoder_input_tokens"]}
+        rows = self.partitioner.host_to_global(self.partitioner.host_rows(inputs))
+        return np.asarray(self._predict(params, rows, options=options))

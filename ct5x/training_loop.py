@@ -5,6 +5,9 @@ task's selection metric (higher is better, except for the loss) and the newest K
 are kept. run.json is rewritten after each evaluation, so a reader always finds a consistent run,
 and a killed run resumes from its newest checkpoint with the same data position and dropout
 randomness; settings that would remap its data are refused. An early-stopped run stays stopped.
+
+Every process runs this loop; process 0 alone prints, writes metrics.jsonl, TensorBoard and
+run.json, and the others wait at a barrier after each write they may read.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ import math
 import time
 from typing import Any
 
-import jax
 import numpy as np
 
+from ct5x import multihost
 from ct5x.checkpoints import train_state as saved
 from ct5x.data_pipeline import TrainingStream
 from ct5x.errors import UserInputError
 from ct5x.progress import Progress
 from ct5x.run_directory import RunDirectory
-from ct5x.trainer import Trainer, TrainState
+from ct5x.train_state import TrainState
+from ct5x.trainer import ExecutionMetrics, Trainer
 from ct5x.validation import Validator, write_predictions
 from ct5x_tasks.catalog import Selection
 
@@ -39,6 +43,10 @@ class TrainingDiverged(Exception):
 DATA_SETTINGS = {"seed": "RANDOM_SEED", "task": "MIXTURE_OR_TASK_NAME",
                  "batch_size": "BATCH_SIZE", "pack": "PACK",
                  "feature_lengths": "TASK_FEATURE_LENGTHS"}
+
+
+class Preempted(Exception):
+    """Every process was asked to stop (SIGTERM) and saved a checkpoint; the message names it."""
 
 
 @dataclasses.dataclass
@@ -88,7 +96,9 @@ def check_data_position(position: dict[str, Any], run: Run, directory: Any, step
                 f"{macro}={value!r}: resuming would remap the training data; restore "
                 f"{macro} or use a new MODEL_DIR"
             )
-    expected = {"step": step, "host_examples": run.stream.num_examples}
+    # Checkpoints written before the stream was read whole by every process name it so.
+    position.setdefault("examples", position.get("host_examples"))
+    expected = {"step": step, "examples": run.stream.num_examples}
     if any(position.get(key) != value for key, value in expected.items()):
         raise UserInputError(
             f"{directory}: saved data position {position} does not match this run {expected} "
@@ -106,19 +116,23 @@ def restore_or_start(run: Run, initial_params: Any) -> TrainState:
         return run.trainer.create_state(initial_params)
     directory = saved.step_dir(run.directory.path, steps[-1])
     check_data_position(saved.read_data_position(directory), run, directory, steps[-1])
-    tree = saved.restore_train_state(directory, run.trainer.abstract_tree())
-    state = run.trainer.tree_to_state(tree)
+    trainer = run.trainer
+    tree = saved.restore_train_state(
+        directory, saved.abstract_tree(trainer.state_shapes, trainer.state_shardings))
+    state = saved.tree_to_state(tree, trainer.state_shapes.opt_state)
     run.directory.truncate_metrics(after_step=steps[-1])
-    print(f"resuming from {directory} (step {steps[-1]})", flush=True)
+    multihost.say(f"resuming from {directory} (step {steps[-1]})")
     return state
 
 
 def _save(run: Run, state: TrainState, step: int) -> None:
     if step in saved.complete_steps(run.directory.path):
         return
+    settings = run.stream.settings
     position = {"step": step, **_data_settings(run), "epoch": run.stream.epoch_of_step(step),
-                "host_examples": run.stream.num_examples}
-    saved.save_train_state(run.directory.path, step, run.trainer.state_to_tree(state), position)
+                "examples": run.stream.num_examples, "shard_id": settings.shard_index,
+                "num_shards": settings.num_shards}
+    saved.save_train_state(run.directory.path, step, saved.state_to_tree(state), position)
 
 
 def _prune(run: Run, step: int) -> None:
@@ -171,28 +185,34 @@ def _evaluate(run: Run, state: TrainState, step: int, epoch: float) -> bool:
             **{f"validation/{key}": value for key, value in result.metrics.items()}}
     run.directory.append_metrics(line)
     _write(run, "validation", step, result.metrics)
-    if jax.process_index() == 0:
+    if multihost.is_primary():
         write_predictions(run.directory.path / "validation" / f"predictions_{step}.jsonl", result)
     if run.log_examples:
         for example in result.predictions[:3]:
-            print(f"  example {example['id']}: target={example['target']!r} "
-                  f"prediction={example['prediction']!r}", flush=True)
-    print(f"step {step}: validation " + ", ".join(
-        f"{key} {value:.4f}" for key, value in sorted(result.metrics.items())), flush=True)
+            multihost.say(f"  example {example['id']}: target={example['target']!r} "
+                          f"prediction={example['prediction']!r}")
+    multihost.say(f"step {step}: validation " + ", ".join(
+        f"{key} {value:.4f}" for key, value in sorted(result.metrics.items())))
     # Save, then name it in run.json, then prune: a kill in between never loses the best.
     _save(run, state, step)
     record.update(latest_step=step, finished=False)
     stop = _should_stop(run)
     if stop:
         record["early_stopped"] = True
-    run.directory.write_run(record)
+    _write_run(run)
     _prune(run, step)
     return stop
 
 
+def _write_run(run: Run) -> None:
+    """run.json from process 0; every process goes on once it is written."""
+    run.directory.write_run(run.record)
+    multihost.barrier("ct5x:run_json")
+
+
 def _finish(run: Run, step: int) -> dict[str, Any]:
     run.record.update(latest_step=step, finished=True)
-    run.directory.write_run(run.record)
+    _write_run(run)
     return run.record
 
 
@@ -210,55 +230,95 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
         run.directory.truncate_metrics(after_step=step, drop_validation_at=step)
         stopped = _evaluate(run, state, step, run.stream.epoch_of_step(step))
     run.record["latest_step"] = step
-    progress = Progress(run.train_steps, start=step)
-    pending: tuple[int, Any] | None = None  # (step, metrics) read one step late: no stall
-    tokens, window_start = 0, time.perf_counter()
-    window_losses: list[Any] = []  # the steps' losses since the last log line
+    log = TrainingLog(run, start=step)
+    pending: tuple | None = None  # the execution before: read once the next is on its way
+    executions = 0
     while step < run.train_steps and not stopped:
-        state, executed = _execute(run, state, step)
-        tokens += sum(_tokens(batch) for batch, _ in executed)
-        # Throughput since the last log line, measured when an execution has finished; log
-        # lines that fall inside one execution of several steps share its figure.
-        tokens_per_s = None
-        for _, metrics in executed:
-            step += 1
-            if pending is not None:
-                _check_finite(*pending)
-            pending = (step, metrics)
-            window_losses.append(metrics["loss"])
-            boundary = step % run.eval_period == 0 or step == run.train_steps
-            if step % run.log_period == 0 or boundary:
-                _check_finite(*pending)
-                if tokens_per_s is None:
-                    elapsed = time.perf_counter() - window_start
-                    tokens_per_s = tokens * jax.process_count() / elapsed if elapsed > 0 else 0.0
-                    tokens, window_start = 0, time.perf_counter()
-                epoch = run.stream.epoch_of_step(step)
-                # The mean over the steps since the last log line, as transformers' Trainer logs.
-                loss = float(np.mean([float(value) for value in window_losses]))
-                window_losses = []
-                learning_rate = float(run.trainer.learning_rate(step - 1))
-                line = {"step": step, "epoch": round(epoch, 4), "loss": loss,
-                        "learning_rate": learning_rate, "tokens_per_s": round(tokens_per_s, 1),
-                        "grad_norm": float(metrics["grad_norm"])}
-                run.directory.append_metrics(line)
-                _write(run, "train", step, {k: v for k, v in line.items() if k != "step"})
-                progress.update(step, loss, tokens_per_s)
-        # `_execute` never runs past an evaluation or a checkpoint: `state` is this step's.
-        if boundary:
-            stopped = _evaluate(run, state, step, run.stream.epoch_of_step(step))
-            tokens, window_start = 0, time.perf_counter()
-        elif run.checkpoint_period and step % run.checkpoint_period == 0:
-            _check_finite(*pending)
+        count = min(run.trainer.steps_per_execution, _next_stop(run, step) - step)
+        batches = [run.stream.batch(index) for index in range(step, step + count)]
+        state, metrics = run.trainer.train(state, batches)
+        if pending is not None:
+            log.record(*pending)
+        pending, step = (step, batches, metrics), step + count
+        executions += 1
+        if multihost.preemption_sync_point(executions):
+            log.record(*pending)
             _save(run, state, step)
             _prune(run, step)
-    progress.close()
-    for writer in run.summary_writers.values():
-        writer.close()
+            raise Preempted(f"preempted at step {step}: checkpoint_{step} saved; the same "
+                            "command resumes")
+        # An execution never runs past an evaluation or a checkpoint: `state` is this step's.
+        if step % run.eval_period == 0 or step == run.train_steps:
+            log.record(*pending)
+            pending = None
+            stopped = _evaluate(run, state, step, run.stream.epoch_of_step(step))
+            log.restart_window()
+        elif run.checkpoint_period and step % run.checkpoint_period == 0:
+            log.record(*pending)
+            pending = None
+            _save(run, state, step)
+            _prune(run, step)
+    log.close()
     if stopped:
-        print(f"early stopping at step {step}: no better {run.selection.metric} in "
-              f"{run.early_stopping_patience} evaluations", flush=True)
+        multihost.say(f"early stopping at step {step}: no better {run.selection.metric} in "
+                      f"{run.early_stopping_patience} evaluations")
     return _finish(run, step)
+
+
+class TrainingLog:
+    """Checks every step's loss and gradient norm and logs every LOG_PERIOD steps: metrics.jsonl
+    and TensorBoard (process 0) and the progress line, with the loss averaged over the steps
+    since the previous line.
+
+    Throughput is measured since the last log line, when an execution has finished; log lines
+    that fall inside one execution of several steps share its figure.
+    """
+
+    def __init__(self, run: Run, start: int):
+        self.run = run
+        self.progress = Progress(run.train_steps, start=start) if multihost.is_primary() else None
+        self.losses: list[float] = []  # the steps' losses since the last log line
+        self.restart_window()
+
+    def restart_window(self) -> None:
+        self.tokens, self.window_start = 0, time.perf_counter()
+
+    def record(self, first_step: int, batches: list[dict], metrics: ExecutionMetrics) -> None:
+        """The steps after `first_step` that one execution ran on `batches`."""
+        run = self.run
+        values = metrics.fetch()
+        self.tokens += sum(_tokens(batch) for batch in batches)
+        tokens_per_s = None
+        for offset in range(metrics.count):
+            step = first_step + offset + 1
+            step_metrics = {name: float(value[offset]) for name, value in values.items()}
+            _check_finite(step, step_metrics)
+            self.losses.append(step_metrics["loss"])
+            boundary = step % run.eval_period == 0 or step == run.train_steps
+            if step % run.log_period and not boundary:
+                continue
+            if tokens_per_s is None:
+                # Every data shard's tokens, estimated from this process's shard.
+                tokens = self.tokens * run.stream.settings.num_shards
+                elapsed = time.perf_counter() - self.window_start
+                tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
+                self.restart_window()
+            # The mean over the steps since the last log line, as transformers' Trainer logs it.
+            loss, self.losses = float(np.mean(self.losses)), []
+            line = {"step": step, "epoch": round(run.stream.epoch_of_step(step), 4),
+                    "loss": loss, "learning_rate": float(run.trainer.learning_rate(step - 1)),
+                    "tokens_per_s": round(tokens_per_s, 1),
+                    "grad_norm": step_metrics["grad_norm"]}
+            run.directory.append_metrics(line)
+            _write(run, "train", step, {k: v for k, v in line.items() if k != "step"})
+            if self.progress is not None:
+                self.progress.update(step, loss, tokens_per_s)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        for writer in self.run.summary_writers.values():
+            writer.close()
 
 
 def _next_stop(run: Run, step: int) -> int:
@@ -268,20 +328,6 @@ def _next_stop(run: Run, step: int) -> int:
     if run.checkpoint_period:
         stops.append((step // run.checkpoint_period + 1) * run.checkpoint_period)
     return min(stops)
-
-
-def _execute(run: Run, state: TrainState, step: int) -> tuple[TrainState, list[tuple]]:
-    """STEPS_PER_EXECUTION steps in one execution, fewer where an evaluation, a checkpoint or the
-    end comes first; returns each step's (host batch, metrics)."""
-    if run.trainer.steps_per_execution > 1:
-        count = min(run.trainer.steps_per_execution, _next_stop(run, step) - step)
-        batches = [run.stream.batch(index) for index in range(step, step + count)]
-        state, stacked = run.trainer.train_steps(state, batches)
-        return state, [(batch, {name: values[i] for name, values in stacked.items()})
-                       for i, batch in enumerate(batches)]
-    batch = run.stream.batch(step)
-    state, metrics = run.trainer.train_step(state, batch)
-    return state, [(batch, metrics)]
 
 
 def _check_finite(step: int, metrics: dict) -> None:

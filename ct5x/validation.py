@@ -2,6 +2,9 @@
 
 The decoded text and the targets go through the task's own SeqIO postprocessor and metric
 functions, so every registered task (the user's included) is scored as `ct5x metrics` scores it.
+Every process holds the whole split and goes through it in batches of EVAL_BATCH_SIZE rows; each
+scores and decodes its data shard of a batch (the training data layout), and every process gets
+the whole batch's results back, so all compute the same metrics.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class ValidationResult:
 class Validator:
     """Holds one task's validation examples and scores parameters on them."""
 
-    def __init__(self, task_name: str, feature_lengths: Mapping[str, int], batch_size: int,
+    def __init__(self, task_name: str, feature_lengths: Mapping[str, int], eval_batch_size: int,
                  options: DecodingOptions, limit: int | None = None):
         self.task = seqio.get_mixture_or_task(task_name)
         # A fixed seed: random preprocessors (span corruption) give every evaluation the same set.
@@ -42,7 +45,7 @@ class Validator:
         self.examples = examples
         self.options = options
         features = data_pipeline.convert(examples, feature_lengths, pack=False)
-        self.batches = data_pipeline.pad_batches(features, batch_size)
+        self.batches = data_pipeline.pad_batches(features, eval_batch_size)
         self.vocabulary = self.task.output_features["targets"].vocabulary
 
     def _decode(self, tokens: np.ndarray) -> str:

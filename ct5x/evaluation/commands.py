@@ -67,7 +67,8 @@ def register_command(commands) -> None:
     evaluate.add_argument("--runs", required=True, help="folder searched for run.json (any depth)")
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"),
                           help="split to score (default test; others write metrics_<split>.json)")
-    evaluate.add_argument("--batch-size", type=positive_int, default=8)
+    evaluate.add_argument("--batch-size", type=positive_int, default=None,
+                          help="rows per decoding batch (default: each run's EVAL_BATCH_SIZE)")
     evaluate.add_argument("--force", action="store_true", help="rescore runs already scored")
     evaluate.add_argument("--with-inputs", action="store_true",
                           help="also write each example's input text into predictions.jsonl")

@@ -49,7 +49,8 @@ class EvaluationSettings:
     """How `evaluate_runs` decodes: split, batch size, the length-penalty convention, overrides."""
 
     split: str = "test"
-    batch_size: int = 8
+    # None: each run's EVAL_BATCH_SIZE (its run.json), else DEFAULT_BATCH_SIZE.
+    batch_size: int | None = None
     force: bool = False
     with_inputs: bool = False
     # Replaces every run's data_settings.data_dir (data moved since training).
@@ -64,6 +65,14 @@ class EvaluationSettings:
     # "hf" (transformers' generate, the paper's stack) or "t5x"; alpha as in DecodingOptions.
     length_penalty_style: str = "hf"
     alpha: float | None = None
+
+
+DEFAULT_BATCH_SIZE = 8
+
+
+def run_batch_size(record: RunRecord) -> int:
+    """The EVAL_BATCH_SIZE the run was validated with (run.json), else DEFAULT_BATCH_SIZE."""
+    return record.eval_batch_size or DEFAULT_BATCH_SIZE
 
 
 @dataclasses.dataclass
@@ -247,7 +256,7 @@ def evaluate_run(directory: pathlib.Path, record: RunRecord, settings: Evaluatio
         model = EncoderDecoderModel(checkpoint.config.replace(dropout_rate=0.0))
         advance = progress.start_run(directory.name, len(split_data.ids))
         predictions = decode(model, jax.device_put(checkpoint.params), vocabulary, split_data,
-                             options, settings.batch_size, advance)
+                             options, settings.batch_size or run_batch_size(record), advance)
         metrics = score(task, scored_as, split_data.targets, predictions, anchor_compatible)
     lines = []
     for i, prediction in enumerate(predictions):
@@ -267,7 +276,7 @@ def evaluate_runs(runs_dir: str | pathlib.Path,
                   show_progress: bool = True) -> EvaluationOutcome:
     """Score every run directory under `runs_dir`; failures are collected in the outcome, not
     raised, so that one bad run does not stop the grid."""
-    if settings.batch_size < 1:
+    if settings.batch_size is not None and settings.batch_size < 1:
         raise UserInputError(f"--batch-size={settings.batch_size}: must be at least 1")
     outcome = EvaluationOutcome()
     run_files = find_run_files(runs_dir)

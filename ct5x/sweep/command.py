@@ -4,16 +4,19 @@
   checkpoint or data.
 - run: trains the runs here one after another (resumable), chooses learning rates by mean
   validation score over complete folds, scores the chosen runs and writes the report, which lists
-  every failed or missing run (the exit code is then 1, after the report is written).
+  every failed or missing run (the exit code is then 1, after the report is written). With T5X's
+  multi-process flags (--multiprocess_gpu ...) or --multihost, every process runs this command and
+  they train each run together; process 0 alone writes the report, and a run that fails on one
+  process stops every process.
 - slurm / tpu: write launch scripts that run the same grid on a SLURM cluster or a TPU VM.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
+from ct5x import process_flags
 from ct5x.errors import EXIT_FAILED, EXIT_OK, UserInputError
 from ct5x.gin_utils import parse_gin_flags
 from ct5x.sweep import launchers
@@ -54,22 +57,50 @@ def plan_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_together(gin_files, bindings) -> dict:
+    """One run of a multi-process sweep: a failure on this process stops every process (the
+    others would wait for it in the run's next collective)."""
+    from ct5x import multihost
+    from ct5x.sweep.runner import default_train_fn
+    from ct5x.training_loop import Preempted
+
+    try:
+        return default_train_fn(gin_files, bindings)
+    except Preempted as error:  # every process stops here together, the sweep with them
+        print(f"ct5x sweep: {multihost.line_prefix()}stopped: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
+    except Exception as error:
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        kind = "error" if isinstance(error, UserInputError) else type(error).__name__
+        print(f"ct5x sweep: {multihost.line_prefix()}{kind}: {first_line}", file=sys.stderr)
+        multihost.stop_every_process(EXIT_FAILED, f"{kind}: {first_line}")
+        raise
+
+
 def run_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ct5x import multihost
     from ct5x.sweep import runner
 
     experiment, all_runs = load_runs(args.experiment, args.gin_bindings)
+    processes = process_flags.from_namespace(args)
+    if args.multihost and not processes.wanted:
+        processes = process_flags.ProcessFlags(detect=True)
     if not args.report_only:
         runs = select(all_runs, args.only, args.index)
         runner.check_checkpoints(experiment, runs)
-        if args.multihost:  # every host starts the trainer; it joins them (jax.distributed)
-            runs = [dataclasses.replace(run, bindings=(*run.bindings, "MULTIHOST=True"))
-                    for run in runs]
-        outcome = runner.train_runs(runs)
-        print(f"trained {len(outcome.trained)}, skipped {len(outcome.skipped)} finished, "
-              f"failed {len(outcome.failed)}")
+        multihost.start(processes, "ct5x sweep")
+        together = multihost.is_multiprocess()
+        train_fn = _train_together if together else runner.default_train_fn
+        console = Console(stderr=True, soft_wrap=True,
+                          quiet=together and not multihost.is_primary())
+        outcome = runner.train_runs(runs, train_fn, console)
+        multihost.say(f"trained {len(outcome.trained)}, skipped {len(outcome.skipped)} "
+                      f"finished, failed {len(outcome.failed)}")
         for run, message in outcome.failed:
-            print(f"failed: {run.model_dir}: {message}")
-        if args.no_report:
+            multihost.say(f"failed: {run.model_dir}: {message}")
+        if args.no_report or not multihost.is_primary():
             return EXIT_FAILED if outcome.failed else EXIT_OK
     report_runs = select(all_runs, args.only)
     result = runner.evaluate_and_report(experiment, report_runs,
@@ -92,7 +123,8 @@ def slurm_command(args: argparse.Namespace) -> int:
     experiment, runs, out = _launcher_args(args)
     settings = launchers.SlurmSettings(
         time=args.time, cpus=args.cpus, mem=args.mem, parallel=args.parallel, gpus=args.gpus,
-        partition=args.partition, account=args.account,
+        partition=args.partition, account=args.account, nodes=args.nodes,
+        tasks_per_node=args.ntasks_per_node,
     )
     paths = launchers.write_slurm(out, experiment.name, len(runs), args.experiment,
                                   args.gin_bindings, settings)
@@ -131,7 +163,8 @@ def register_command(commands) -> None:
                           "rate lost a fold (the choice is flagged in learning_rates.jsonl and "
                           "the report)")
     run.add_argument("--multihost", action="store_true",
-                     help="join the other hosts first (jax.distributed), as on a TPU VM pod")
+                     help="join the other processes found in the environment (SLURM, TPU VM)")
+    process_flags.add_arguments(run)
     run.set_defaults(run=run_command)
 
     slurm = actions.add_parser("slurm", help="write a SLURM job array (one task per run)")
@@ -140,7 +173,10 @@ def register_command(commands) -> None:
     slurm.add_argument("--time", default="24:00:00", help="time limit of one run")
     slurm.add_argument("--cpus", type=int, default=8)
     slurm.add_argument("--mem", default="64G")
-    slurm.add_argument("--gpus", type=int, default=1, help="GPUs per run (0: none)")
+    slurm.add_argument("--gpus", type=int, default=1, help="GPUs per node of a run (0: none)")
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes per run (multi-host)")
+    slurm.add_argument("--ntasks-per-node", type=int, default=1,
+                       help="processes per node of a run (e.g. one per GPU)")
     slurm.add_argument("--parallel", type=int, default=8, help="runs at once")
     slurm.add_argument("--partition")
     slurm.add_argument("--account")

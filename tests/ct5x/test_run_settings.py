@@ -1,5 +1,8 @@
 """Run settings the trainer derives from gin macros."""
 
+import pytest
+
+from ct5x.errors import UserInputError
 from ct5x.run_settings import CPU_STEPS_PER_EXECUTION, RunSettings
 
 
@@ -49,3 +52,9 @@ def test_anchor_runs_take_the_studys_feature_lengths_and_label_padding():
         unchanged = dict(paper)
         assert _loss_options(settings, info, unchanged, anchor=False) == settings.loss
         assert unchanged == paper
+def test_eval_batch_size_defaults_to_one_microbatch_and_must_be_positive():
+    required = {"model_dir": "/tmp/run", "mixture_or_task_name": "task"}
+    assert RunSettings(batch_size=64, num_microbatches=4).evaluation_batch_size() == 16
+    assert RunSettings(batch_size=64, eval_batch_size=8).evaluation_batch_size() == 8
+    with pytest.raises(UserInputError, match="EVAL_BATCH_SIZE=0 must be positive"):
+        RunSettings(**required, eval_batch_size=0).check()

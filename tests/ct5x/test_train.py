@@ -11,17 +11,7 @@ import time
 import numpy as np
 import pytest
 from data_paths import SHARED_DATA
-from training_run import (
-    REPO,
-    gin_flags,
-    make_hf_checkpoint,
-    run_train,
-    subprocess_env,
-    synthetic_ncbi_lines,
-    train_command,
-    train_vocabulary,
-    write_ncbi,
-)
+from training_run import REPO, fixture_data, gin_flags, run_train, subprocess_env, train_command
 
 from ct5x import train
 from ct5x.checkpoints import load_checkpoint
@@ -30,23 +20,6 @@ from ct5x.run_record import read_run_record
 
 REFERENCE_MACROS = {"TRAIN_STEPS": 24, "EVAL_PERIOD": 12, "LOG_PERIOD": 1, "CHECKPOINT_PERIOD": 4,
                     "EVAL_EXAMPLES": 16}
-
-
-def _fixture_data(root, splits):
-    """Data (with folds), a vocabulary trained on it and an initial HF checkpoint."""
-    data_dir = write_ncbi(root / "data", splits)
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(line.split("\t")[-1] for lines in splits.values()
-                                for line in lines) + "\n")
-    spiece = train_vocabulary(corpus, root / "vocabulary")
-    return data_dir, make_hf_checkpoint(root / "hf_tiny", spiece)
-
-
-@pytest.fixture(scope="module")
-def synthetic_inputs(tmp_path_factory):
-    lines = synthetic_ncbi_lines(240, seed=3)
-    splits = {"train": lines[:160], "dev": lines[160:200], "test": lines[200:]}
-    return _fixture_data(tmp_path_factory.mktemp("ncbi"), splits)
 
 
 @pytest.fixture(scope="module")
@@ -214,11 +187,13 @@ files, bindings, model_dir = json.loads(sys.argv[1])
 train.run(files, bindings)
 checkpoint = load_checkpoint(model_dir + "/checkpoint_20")
 trainer = Trainer(EncoderDecoderModel(checkpoint.config), make_optimizer(OptimizerSettings()),
-                  partitioning.make_mesh(2), partitioning.standard_logical_axis_rules(), seed=0)
+                  partitioning.Partitioner(2), seed=0)
 # The trained state (parameters and Adafactor's moments after 20 steps), restored onto the
 # run's shardings.
-tree = train_state.restore_train_state(Path(model_dir) / "checkpoint_20", trainer.abstract_tree())
-state = trainer.tree_to_state(tree)
+tree = train_state.restore_train_state(
+    Path(model_dir) / "checkpoint_20",
+    train_state.abstract_tree(trainer.state_shapes, trainer.state_shardings))
+state = train_state.tree_to_state(tree, trainer.state_shapes.opt_state)
 layer = ("encoder", "layers_0")
 def at(tree, *path):
     for key in (*layer, *path):
@@ -229,7 +204,7 @@ def shards(array):
 moments = state.opt_state[0]
 query = ("attention", "query", "kernel")
 print(json.dumps({
-    "mesh": dict(trainer.mesh.shape), "step": int(state.step),
+    "mesh": dict(trainer.partitioner.mesh.shape), "step": int(state.step),
     "kernel": [at(state.params, "mlp", "wi_0", "kernel").shape,
                shards(at(state.params, "mlp", "wi_0", "kernel"))],
     "embedding": shards(state.params["token_embedder"]["embedding"]),
@@ -277,7 +252,7 @@ def test_fine_tune_on_real_ncbi_lines(tmp_path):
         .read_text(encoding="utf-8").splitlines()[:100]
         for split in ("train", "dev", "test")
     }
-    data_dir, checkpoint = _fixture_data(tmp_path, splits)
+    data_dir, checkpoint = fixture_data(tmp_path, splits)
     model_dir = tmp_path / "model"
     flags = gin_flags(model_dir, data_dir, checkpoint, TRAIN_STEPS=30, EVAL_PERIOD=15,
                       EVAL_EXAMPLES=16, TASK_FEATURE_LENGTHS={"inputs": 48, "targets": 48})

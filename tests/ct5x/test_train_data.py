@@ -91,7 +91,20 @@ def test_pad_batches_pads_the_last_batch_with_empty_rows():
     assert not last["decoder_loss_weights"][1:].any()
 
 
-def test_batch_must_split_over_hosts():
-    with pytest.raises(UserInputError, match="BATCH_SIZE=6 does not split over 4 hosts"):
+def test_batch_must_split_into_the_data_shards():
+    with pytest.raises(UserInputError, match="BATCH_SIZE=6 does not split into 4 data shards"):
         _settings(batch_size=6, num_shards=4)
     assert _settings(batch_size=8, num_shards=4, shard_index=1).host_batch_size == 2
+
+
+def test_data_shards_of_a_batch_are_its_rows_in_order():
+    """Shard i of batch k is rows i*B/n .. (i+1)*B/n of the one-shard stream's batch k (each
+    process reads the whole split), whatever the number of shards."""
+    examples = _examples(10)
+    whole = TrainingStream(_settings(), examples)
+    shards = [TrainingStream(_settings(num_shards=2, shard_index=i), examples) for i in (0, 1)]
+    for step in (0, 2, 5):  # batch 2 straddles the first epoch's end
+        for key, value in whole.batch(step).items():
+            np.testing.assert_array_equal(
+                np.concatenate([shard.batch(step)[key] for shard in shards]), value)
+        assert shards[1].epoch_of_step(step) == whole.epoch_of_step(step)

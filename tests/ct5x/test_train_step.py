@@ -47,21 +47,24 @@ def _packed_batch(rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 @functools.cache
+def _one_device() -> partitioning.Partitioner:
+    return partitioning.Partitioner(1, devices=jax.devices()[:1])
+
+
+@functools.cache
 def _trainer(factor: str, microbatches: int, config: T5Config = CONFIG,
              steps_per_execution: int = 1, microbatch_means: bool = False) -> Trainer:
     """Compiled once per setting for the whole module."""
-    mesh = partitioning.make_mesh(1, jax.devices()[:1])
     model = EncoderDecoderModel(config, LossOptions(loss_normalizing_factor=factor))
-    return Trainer(model, make_optimizer(OptimizerSettings(learning_rate=1e-2)), mesh,
-                   partitioning.standard_logical_axis_rules(), seed=3,
-                   num_microbatches=microbatches, steps_per_execution=steps_per_execution,
+    return Trainer(model, make_optimizer(OptimizerSettings(learning_rate=1e-2)), _one_device(),
+                   seed=3, num_microbatches=microbatches, steps_per_execution=steps_per_execution,
                    microbatch_means=microbatch_means)
 
 
 def _one_step(trainer: Trainer, params, batch):
-    state, metrics = trainer.train_step(trainer.create_state(params), batch)
+    state, metrics = trainer.train(trainer.create_state(params), [batch])
     return (jax.tree.map(np.asarray, state.params),
-            {name: float(value) for name, value in metrics.items()})
+            {name: float(values[0]) for name, values in metrics.fetch().items()})
 
 
 def _initial_params():
@@ -114,9 +117,8 @@ def test_non_empty_sequences_counts_packed_segments():
 
 
 def test_fresh_state_is_the_seeded_initialisation_placed_by_the_rules():
-    mesh = partitioning.make_mesh(1, jax.devices()[:1])
-    trainer = Trainer(EncoderDecoderModel(CONFIG), make_optimizer(OptimizerSettings()), mesh,
-                      partitioning.standard_logical_axis_rules(), seed=7)
+    trainer = Trainer(EncoderDecoderModel(CONFIG), make_optimizer(OptimizerSettings()),
+                      _one_device(), seed=7)
     state = trainer.create_state(None)
     expected = EncoderDecoderModel(CONFIG).init_params(jax.random.PRNGKey(7))
     for (path, value), want, sharding in zip(
@@ -130,16 +132,18 @@ def test_fresh_state_is_the_seeded_initialisation_placed_by_the_rules():
 
 
 def test_steps_in_one_execution_equal_steps_one_by_one():
-    """Same parameters, optimizer state and per-step metrics, dropout included (it is keyed by
-    the step count, which the loop carries); 3 steps and then 1 of 4 slots run one program."""
+    """Same parameters, optimizer state and per-step metrics as the one-step program, dropout
+    included (it is keyed by the step count, which the loop carries); 3 steps and then 1 of 4
+    slots run one program."""
     config = CONFIG.replace(dropout_rate=0.1)
+    single = _trainer("NUM_REAL_TARGET_TOKENS", 2, config)
     trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2, config, steps_per_execution=4)
     params = jax.tree.map(np.asarray, EncoderDecoderModel(config).init_params(jax.random.key(0)))
     batches = [_batch(seed=seed) for seed in range(4)]
-    one_by_one, losses = trainer.create_state(params), []
+    one_by_one, losses = single.create_state(params), []
     for batch in batches:
-        one_by_one, metrics = trainer.train_step(one_by_one, batch)
-        losses.append(float(metrics["loss"]))
+        one_by_one, metrics = single.train(one_by_one, [batch])
+        losses.append(float(metrics.fetch()["loss"][0]))
     compiled = []
 
     def record_compile(event, _, fun_name="", **kwargs):
@@ -148,8 +152,9 @@ def test_steps_in_one_execution_equal_steps_one_by_one():
 
     jax.monitoring.register_event_duration_secs_listener(record_compile)
     try:
-        together, first = trainer.train_steps(trainer.create_state(params), batches[:3])
-        together, last = trainer.train_steps(together, batches[3:])
+        together, first = trainer.train(trainer.create_state(params), batches[:3])
+        together, last = trainer.train(together, batches[3:])
+        first, last = first.fetch(), last.fetch()
     finally:
         jax.monitoring.unregister_event_duration_listener(record_compile)
     assert len(compiled) == 1
@@ -161,19 +166,18 @@ def test_steps_in_one_execution_equal_steps_one_by_one():
     for want, got in zip(jax.tree.leaves(one_by_one), jax.tree.leaves(together)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="5 batches for 1 to 4"):
-        trainer.train_steps(together, [batches[0]] * 5)
+        trainer.train(together, [batches[0]] * 5)
 
 
 def test_steps_per_execution_must_be_positive():
-    mesh = partitioning.make_mesh(1, jax.devices()[:1])
     with pytest.raises(UserInputError, match="STEPS_PER_EXECUTION=0"):
-        Trainer(EncoderDecoderModel(CONFIG), make_optimizer(OptimizerSettings()), mesh,
-                partitioning.standard_logical_axis_rules(), seed=0, steps_per_execution=0)
+        Trainer(EncoderDecoderModel(CONFIG), make_optimizer(OptimizerSettings()), _one_device(),
+                seed=0, steps_per_execution=0)
 
 
 def test_lowered_train_programs_are_the_ones_the_steps_run():
     """One step per execution lowers the single step, more the loop over stacked batches; the
-    compiled loop gives the state `train_steps` gives, and bad batches fail as they do there."""
+    compiled loop gives the state `train` gives, and bad batches fail as they do there."""
     params = jax.tree.map(np.asarray, EncoderDecoderModel(CONFIG).init_params(jax.random.key(0)))
     batches = [_batch(seed=seed) for seed in range(2)]
     rows = batches[0]["encoder_input_tokens"].shape
@@ -184,14 +188,12 @@ def test_lowered_train_programs_are_the_ones_the_steps_run():
     trainer = _trainer("NUM_REAL_TARGET_TOKENS", 2, steps_per_execution=3)
     lowered = trainer.lower_train(trainer.create_state(params), batches)
     assert lowered.args_info[0][1]["encoder_input_tokens"].shape == (3, *rows)
-    with trainer.active():
-        slots = batches + batches[-1:]
-        stacked = trainer.global_batch(
-            {key: np.stack([b[key] for b in slots]) for key in batches[0]},
-            trainer.stacked_batch_sharding,
-        )
+    slots = batches + batches[-1:]
+    stacked = trainer.partitioner.host_to_global(
+        {key: np.stack([b[key] for b in slots]) for key in batches[0]}, stacked=True)
+    with trainer.partitioner.active():
         from_lowered, _ = lowered.compile()(trainer.create_state(params), stacked, np.int32(2))
-    stepped, _ = trainer.train_steps(trainer.create_state(params), batches)
+    stepped, _ = trainer.train(trainer.create_state(params), batches)
     assert int(from_lowered.step) == 2
     for want, got in zip(jax.tree.leaves(stepped), jax.tree.leaves(from_lowered)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

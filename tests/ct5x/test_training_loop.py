@@ -18,7 +18,8 @@ from ct5x import training_loop
 from ct5x.data_pipeline import DataSettings
 from ct5x.errors import UserInputError
 from ct5x.run_directory import RunDirectory
-from ct5x.trainer import TrainState
+from ct5x.train_state import TrainState
+from ct5x.trainer import ExecutionMetrics
 from ct5x.validation import ValidationResult
 from ct5x_tasks import task_info
 from ct5x_tasks.naming import Variant
@@ -38,28 +39,26 @@ class ScriptedTrainer:
         return TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros((2,))},
                           opt_state={"m": jnp.zeros((2,))})
 
-    def train_step(self, state, batch):
-        self.steps_run += 1
+    def train(self, state, batches):
+        self.steps_run += len(batches)
         step = int(state.step)
-        metrics = {"loss": jnp.float32(self.losses[step]), "grad_norm": jnp.float32(1.0),
-                   "weight_sum": jnp.float32(4.0)}
-        return TrainState(step=state.step + 1, params={"w": state.params["w"] + 1.0},
-                          opt_state=state.opt_state), metrics
+        losses = self.losses[step:step + len(batches)]
+        metrics = {"loss": jnp.asarray(losses, jnp.float32),
+                   "grad_norm": jnp.ones(len(batches), jnp.float32),
+                   "weight_sum": jnp.full(len(batches), 4.0, jnp.float32)}
+        return TrainState(step=state.step + len(batches),
+                          params={"w": state.params["w"] + len(batches)},
+                          opt_state=state.opt_state), ExecutionMetrics(metrics, len(batches))
 
-    def state_to_tree(self, state):
-        return {"target": state.params,
-                "state": {"step": state.step, "param_states": state.opt_state}}
+    # The state's layout, as checkpoints restore it: a step and two length-2 vectors.
+    state_shapes = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32),
+                              params={"w": jax.ShapeDtypeStruct((2,), jnp.float32)},
+                              opt_state={"m": jax.ShapeDtypeStruct((2,), jnp.float32)})
 
-    def abstract_tree(self):
+    @property
+    def state_shardings(self):
         sharding = SingleDeviceSharding(jax.devices()[0])
-        vector = jax.ShapeDtypeStruct((2,), jnp.float32, sharding=sharding)
-        return {"target": {"w": vector}, "state": {
-            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding),
-            "param_states": {"m": vector}}}
-
-    def tree_to_state(self, tree):
-        return TrainState(step=tree["state"]["step"], params=tree["target"],
-                          opt_state=tree["state"]["param_states"])
+        return jax.tree.map(lambda _: sharding, self.state_shapes)
 
 
 class ScriptedStream:

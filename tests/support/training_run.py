@@ -75,6 +75,17 @@ def make_hf_checkpoint(out: pathlib.Path, spiece: str, vocab_size: int = 128, se
     return out
 
 
+def fixture_data(root: pathlib.Path, splits: dict[str, list[str]]) -> tuple[pathlib.Path,
+                                                                          pathlib.Path]:
+    """(DATA_DIR with folds, initial HF checkpoint with a vocabulary trained on the data)."""
+    data_dir = write_ncbi(root / "data", splits)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(line.split("\t")[-1] for lines in splits.values()
+                                for line in lines) + "\n")
+    spiece = train_vocabulary(corpus, root / "vocabulary")
+    return data_dir, make_hf_checkpoint(root / "hf_tiny", spiece)
+
+
 def gin_flags(model_dir, data_dir, checkpoint, **macros) -> list[str]:
     """`ct5x train` flags for a tiny run of ncbi_disease_fold0; macros are Python values."""
     values = {
@@ -87,6 +98,35 @@ def gin_flags(model_dir, data_dir, checkpoint, **macros) -> list[str]:
     }
     return ["--gin_file=runs/finetune.gin",
             *[f"--gin.{name}={value!r}" for name, value in values.items()]]
+
+
+# XLA:CPU without its slower optimisations: compiling is most of a tiny run's time.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+EXPERIMENT = """
+from __gin__ import dynamic_registration
+from ct5x.sweep import grid
+
+RUNS_DIR = None
+EXPERIMENT = @grid.experiment()
+grid.experiment:
+  name = '{name}'
+  runs_dir = %RUNS_DIR
+  run_gin_files = ['runs/finetune.gin']
+  folds = {folds}
+  models = {models}
+  settings = [{{'name': 'full', 'tasks': ['ncbi_disease'], 'learning_rates': [0.01],
+               'batch_size': 8}}]
+  bindings = {bindings}
+"""
+
+
+def write_experiment(path: pathlib.Path, models: list[dict], folds: list[int],
+                     **bindings) -> pathlib.Path:
+    """A one-task experiment gin file (ncbi_disease, learning rate 0.01, batch 8) whose runs go
+    under the RUNS_DIR binding; `bindings` are every run's macros (Python values)."""
+    path.write_text(EXPERIMENT.format(name=path.stem, folds=folds, models=models,
+                                      bindings=bindings))
+    return path
 
 
 def subprocess_env(devices: int = 1) -> dict[str, str]:

@@ -104,3 +104,36 @@ def test_prune_keeps_the_best_and_the_newest(params, tmp_path):
         _save(tmp_path, params, step)
     assert train_state.prune_checkpoints(tmp_path, keep=1, protect={4}) == [2, 6]
     assert train_state.complete_steps(tmp_path) == [4, 8]
+
+
+def test_train_state_and_saved_tree_convert_both_ways(params):
+    """The Trainer's state <-> T5X's {"target", "state": {"step", "param_states"}} tree, and the
+    abstract tree to restore onto carries the run's shardings."""
+    from ct5x.optimizers import OptimizerSettings, make_optimizer
+    from ct5x.train_state import TrainState
+
+    optimizer = make_optimizer(OptimizerSettings())
+    state = TrainState(step=np.int32(7), params=params, opt_state=optimizer.init(params))
+    tree = train_state.state_to_tree(state)
+    assert set(tree) == {"target", "state"} and set(tree["state"]) == {"step", "param_states"}
+    back = train_state.tree_to_state(tree, jax.eval_shape(optimizer.init, params))
+    assert jax.tree.structure(back) == jax.tree.structure(state)
+    for want, got in zip(jax.tree.leaves(state), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shapes = jax.eval_shape(lambda: state)
+    abstract = train_state.abstract_tree(shapes, jax.tree.map(lambda _: sharding, shapes))
+    assert jax.tree.structure(abstract) == jax.tree.structure(tree)
+    assert all(leaf.sharding == sharding for leaf in jax.tree.leaves(abstract))
+
+
+def test_data_position_of_a_run_saved_by_two_processes(tmp_path):
+    """One process resuming a checkpoint two processes wrote reads process 0's position (it
+    does not depend on the processes); a checkpoint without any is refused in one line."""
+    (tmp_path / "train_ds-000-of-002.json").write_text('{"step": 4, "seed": 1}')
+    (tmp_path / "train_ds-001-of-002.json").write_text('{"step": 4, "seed": 1}')
+    assert train_state.read_data_position(tmp_path) == {"step": 4, "seed": 1}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="train_ds-000-of-001.json: missing"):
+        train_state.read_data_position(empty)

@@ -68,3 +68,19 @@ def test_committed_examples_are_what_the_generators_write(tmp_path):
         example = EXAMPLES / generated.relative_to(tmp_path)
         assert example.read_text() == generated.read_text(), example
         _check(example)
+
+
+def test_slurm_array_of_multi_host_runs(tmp_path):
+    """2 nodes x 8 tasks per run: the directives ask for them, and a task of more than one SLURM
+    task starts one process per task with srun, joined by --multihost."""
+    out = tmp_path / "slurm"
+    assert main(["sweep", "slurm", "experiments/in_domain.gin", "--out", str(out), "--nodes",
+                 "2", "--ntasks-per-node", "8", "--gpus", "8"]) == 0
+    _check(out / "array.sbatch")
+    array = (out / "array.sbatch").read_text()
+    assert "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=8\n#SBATCH --gres=gpu:8" in array
+    assert 'if (( ${SLURM_NTASKS:-1} > 1 )); then' in array
+    assert "exec srun ct5x sweep run" in array and "--no-report --multihost" in array
+    assert "--nodes" not in (out / "report.sbatch").read_text()
+    assert main(["sweep", "slurm", "experiments/in_domain.gin", "--out", str(out),
+                 "--nodes", "0"]) == 2
