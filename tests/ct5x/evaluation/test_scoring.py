@@ -285,14 +285,12 @@ def test_unfinished_run_is_skipped_with_a_warning(grid, caplog):
     assert "training has not finished; skipped" in caplog.text
 
 
-def test_runs_decode_at_their_eval_batch_size_unless_told(tmp_path):
+def test_runs_decode_at_their_eval_batch_size_unless_told():
     """`ct5x evaluate` without --batch-size decodes each run at the EVAL_BATCH_SIZE it was
     validated with (run.json), or 8 for a run.json without it."""
-    from ct5x.evaluation.runs import Run
+    from run_records import run_record
+
     from ct5x.evaluation.scoring import DEFAULT_BATCH_SIZE, run_batch_size
 
-    run = Run(tmp_path, "m", "ncbi_disease_fold0", True, 4, 4, {}, None)
-    (tmp_path / "run.json").write_text(json.dumps({"eval_batch_size": 16}))
-    assert run_batch_size(run) == 16
-    (tmp_path / "run.json").write_text(json.dumps({}))
-    assert run_batch_size(run) == DEFAULT_BATCH_SIZE == 8
+    assert run_batch_size(run_record(eval_batch_size=16)) == 16
+    assert run_batch_size(run_record(eval_batch_size=None)) == DEFAULT_BATCH_SIZE == 8
