@@ -144,12 +144,15 @@ def scored_as(base_task: str) -> str | None:
     return score_as() if score_as else None
 
 
-def register_custom_task(name: str, config: CustomTaskSettings) -> None:
+def register_custom_task(name: str, config: CustomTaskSettings,
+                         fractions: tuple[float, ...] = ()) -> None:
     """Register a user's dataset as base task `name` (files under DATA_DIR/<name>, or
-    `data_settings.dataset_dirs[name]`), with its fold variants."""
+    `data_settings.dataset_dirs[name]`), with its fold variants and, for each of `fractions`,
+    its low-resource variants (`_fold<k>_pct<p>`)."""
     family = dataclasses.replace(
         custom_family(name, lambda: config),
         input_length=config.input_length, target_length=config.target_length,
+        fractions=tuple(fractions),
     )
     FAMILIES[name] = family
     _SCORE_AS[name] = lambda: config.score_as
