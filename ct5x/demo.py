@@ -240,7 +240,12 @@ def run(workdir: pathlib.Path, settings: DemoSettings) -> dict:
     from ct5x_tasks.catalog import family_of_base
 
     space = Workspace(workdir)
-    fractions = tuple(f for f in settings.fractions if f in family_of_base(settings.task).fractions)
+    registered = family_of_base(settings.task).fractions
+    fractions = tuple(f for f in settings.fractions if f in registered)
+    if len(fractions) < len(settings.fractions):
+        left_out = ", ".join(f"{100 * f:g}%" for f in settings.fractions if f not in fractions)
+        print(f"{settings.task} has no {left_out} training-fraction variants (it has "
+              f"{', '.join(f'{100 * f:g}%' for f in registered) or 'none'}): left out")
     stages = Stages(stage_estimates(settings, fractions))
     stages.next("data: clinical notes and task, general-domain articles")
     data_dir, corpora = make_corpora(settings, space)

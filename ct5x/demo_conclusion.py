@@ -155,23 +155,23 @@ def conclusion(rows: Sequence[FractionRow], metric: str, treated: str = "clinica
     findings = "; ".join(verdict(row, treated, control, metric, alpha) for row in rows)
     lines = [findings[0].upper() + findings[1:] + "."]
     smallest = rows[0]
+    where = (f"the smallest fraction ({smallest.label})" if len(rows) > 1
+             else smallest.label)
     test = smallest.test(treated, control)
     gaps = [row.test(treated, control) for row in rows]
     gaps = [100 * gap.mean_difference for gap in gaps if gap is not None]
     if test is None or test.p is None:
-        lines.append(f"Pre-training on {treated} text could not be tested at the smallest "
-                     f"fraction ({smallest.label}).")
+        lines.append(f"Pre-training on {treated} text could not be tested at {where}.")
     elif test.p >= alpha:
-        lines.append(f"Pre-training on {treated} text made no significant difference at the "
-                     f"smallest fraction ({smallest.label}) in this run.")
+        lines.append(f"Pre-training on {treated} text made no significant difference at {where} "
+                     "in this run.")
     elif test.mean_difference > 0:
         largest = len(gaps) > 1 and 100 * test.mean_difference == max(gaps)
-        lines.append(f"Pre-training on {treated} text helped at the smallest fraction "
-                     f"({smallest.label})" + (", and the gap was largest there." if largest
-                                              else "."))
+        lines.append(f"Pre-training on {treated} text helped at {where}"
+                     + (", and the gap was largest there." if largest else "."))
     else:
-        lines.append(f"Pre-training on {treated} text did worse than on {control} text at the "
-                     f"smallest fraction ({smallest.label}).")
+        lines.append(f"Pre-training on {treated} text did worse than on {control} text at "
+                     f"{where}.")
     below = [f"{model} at {row.label}" for row in rows if row.baseline is not None
              for model, score in row.scores.items() if score.mean <= row.baseline]
     if below:

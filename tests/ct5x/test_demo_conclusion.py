@@ -105,3 +105,13 @@ def test_the_printed_table_holds_every_number_it_concludes_from():
                                 "clinical", "-", "general", "p", "p", "(Holm)"]
     assert lines[1].split() == ["5%", "70.0", "[68.0,", "72.0]", "63.9", "[61.9,", "65.9]",
                                 "50.0", "[48.0,", "52.0]", "4.3", "+6.1", "0.0004", "0.0008"]
+
+
+def test_a_single_fraction_is_named_as_it_is():
+    """A dataset without training fractions (NCBI-disease) is compared on all its data alone."""
+    report = _report(_table(None, {"clinical": 0.81, "general": 0.78},
+                            [("clinical", "general", 0.03, 0.02)]))
+    assert conclusion(fraction_rows(report, "macro_f1"), "macro_f1") == [
+        "Clinical better at 100% (+3.0 macro-F1, p = 0.020).",
+        "Pre-training on clinical text helped at 100%.",
+    ]
