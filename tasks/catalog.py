@@ -73,11 +73,14 @@ def _custom_settings() -> task_settings.CustomTaskSettings:
     return task_settings.current().custom_task
 
 
-def custom_task_family(name: str, config: task_settings.CustomTaskSettings) -> Family:
-    """A user's dataset with fixed settings (`registration.register_custom_task`) as a family."""
+def custom_task_family(name: str, config: task_settings.CustomTaskSettings,
+                       fractions: tuple[float, ...] = ()) -> Family:
+    """A user's dataset with fixed settings (`registration.register_custom_task`) as a family,
+    with low-resource variants (`_fold<k>_pct<p>`) for each of `fractions`."""
     return dataclasses.replace(custom_family(name, lambda: config),
                                input_length=config.input_length,
-                               target_length=config.target_length)
+                               target_length=config.target_length,
+                               fractions=tuple(fractions))
 
 
 FAMILIES: dict[str, Family] = {
@@ -90,7 +93,7 @@ FAMILIES: dict[str, Family] = {
         *hoc.FAMILIES,
         *ner.FAMILIES,
         custom_family("custom", _custom_settings, flan_prompt=False),
-        custom_task_family(synthetic.TASK, synthetic.SETTINGS),
+        custom_task_family(synthetic.TASK, synthetic.SETTINGS, synthetic.FRACTIONS),
     )
 }
 

@@ -101,10 +101,12 @@ def register_task_info(info: TaskInfo) -> None:
     _TASKS[info.name] = info
 
 
-def register_custom_task(name: str, config: CustomTaskSettings) -> None:
+def register_custom_task(name: str, config: CustomTaskSettings,
+                         fractions: tuple[float, ...] = ()) -> None:
     """Register a user's dataset as base task `name` (files under DATA_DIR/<name>, or
-    `dataset_dirs[name]`), with its fold variants."""
-    family = custom_task_family(name, config)
+    `dataset_dirs[name]`), with its fold variants and, for each of `fractions`, its
+    low-resource variants (`_fold<k>_pct<p>`)."""
+    family = custom_task_family(name, config, fractions)
     FAMILIES[name] = family
     register_family(family)
 

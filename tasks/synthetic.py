@@ -1,157 +1,128 @@
-"""A synthetic clinical corpus, and a labelled task drawn from it, for the demo and the tests.
+"""The demo's clinical task: which follow-up does a discharge plan sentence ask for?
 
-`write_corpus(folder, seed)` writes notes with a discharge summary's structure (chief complaint,
-history, past history, medications, vitals, exam, assessment and plan) and, from their plans, a
-CLIP-like task: each plan sentence labelled with the follow-up actions it asks for (CLIP's seven
-labels, none, or two at once). Everything is made from templates and a seeded `random.Random`, so
-the same seed writes the same bytes; no real patient text is involved.
+`write_corpus(folder, seed)` writes synthetic discharge notes (tasks/synthetic_notes.py) in two
+sets that share no note:
+- `<folder>/clinical_notes/notes.jsonl`: notes for span-corruption pre-training (one per line,
+  field "text"): they use every medication, lab, imaging and procedure name in the contexts of
+  its kind, and carry no labels;
+- `<folder>/synthetic_followup/{train,dev,test}.jsonl` (id, note_id, text, labels): the plan
+  sentences of other notes, each labelled with the follow-ups it asks for in CLIP's label set,
+  split by note.
 
-Files: `<folder>/notes/note<k>.txt` (one note each, the span-corruption corpus) and
-`<folder>/synthetic_followup/{train,dev,test}.jsonl` (id, note_id, text, labels), split by note.
-The task is registered as `synthetic_followup[_fold<k>]` (a user's task, scored as CLIP).
+Most plan sentences name a term in words that fit every kind ("Please follow up troponin in
+2 weeks."): the label (here "Lab-related followup") depends on the term alone. Knowing the kind
+of a term that no labelled example shows takes what the notes teach, which is the demo's question.
+Appointments, instructions, other information and sentences with no follow-up are told apart by
+their wording; some sentences ask for two follow-ups. Every term is drawn uniformly, so a small
+sample of the training data leaves many terms of the test split unseen. Registered as
+`synthetic_followup[_fold<k>[_pct<p>]]`, a user's task scored as CLIP (macro-F1 over its 7 labels).
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import random
-from collections.abc import Callable
 
-from ct5x_tasks.labels import CLIP_LABELS
+from ct5x.jsonl import write_atomic
+from ct5x_tasks.synthetic_notes import (
+    APPOINTMENT,
+    INSTRUCTIONS,
+    KIND_OF,
+    OTHER,
+    PROBLEMS,
+    SPECIALTIES,
+    SYMPTOMS,
+    TERMS,
+    note_text,
+)
 from ct5x_tasks.task_settings import CustomTaskSettings
 
 TASK = "synthetic_followup"
+NOTES_FOLDER = "clinical_notes"
 SETTINGS = CustomTaskSettings(
     file_format="jsonl", input_field="text", target_field="labels", id_field="id",
     group_field="note_id", prefix="followup: ", score_as="clip", input_length=64,
-    target_length=24,
+    target_length=64,
 )
-APPOINTMENT, MEDICATION, OTHER, LAB, INSTRUCTIONS, PROCEDURE, IMAGING = CLIP_LABELS
+# Training fractions registered for the low-resource experiment (`_pct<p>` task variants).
+FRACTIONS = (0.02, 0.05, 0.1, 0.25, 0.5)
+SPLITS = {"train": 0.6, "dev": 0.2, "test": 0.2}
 
-_DRUGS = {
-    "metoprolol": (25, "mg", "twice daily"), "lisinopril": (10, "mg", "daily"),
-    "atorvastatin": (40, "mg", "at bedtime"), "metformin": (500, "mg", "twice daily"),
-    "furosemide": (20, "mg", "daily"), "apixaban": (5, "mg", "twice daily"),
-    "amoxicillin": (500, "mg", "three times daily"), "prednisone": (40, "mg", "daily"),
-    "insulin glargine": (20, "units", "at bedtime"), "pantoprazole": (40, "mg", "daily"),
+_WHEN = ("in 1 week", "in 2 weeks", "in 3 days", "in one month", "within 48 hours",
+         "after discharge", "at the next visit")
+# Sentences whose label is the kind of the term(s) they name: the wording fits every kind.
+_ONE_TERM = (
+    "Please follow up {a} {when}.",
+    "Outstanding at discharge: {a}, to be reviewed {when}.",
+    "The outpatient team will coordinate {a} {when}.",
+    "Remaining issue is {a}; revisit {when}.",
+    "Make sure {a} is taken care of {when}.",
+)
+_TWO_TERMS = ("Please follow up {a} and {b} {when}.",
+              "Outstanding at discharge: {a} and {b}, to be reviewed {when}.")
+# Sentences whose wording decides the label (or that ask for nothing).
+_WORDED = {
+    (APPOINTMENT,): ("Schedule a visit with {specialty} clinic {when}.",
+                     "Follow up with her primary care physician {when}."),
+    (INSTRUCTIONS,): ("Return to the emergency department for {symptom} or fever.",
+                      "Patient instructed to weigh daily and call if up 3 pounds."),
+    (OTHER,): ("Daughter is the health care proxy and prefers calls in the evening.",
+               "Lives alone; home services were arranged {when}."),
+    (): ("Discussed {problem} with the patient at length.",
+         "Tolerating a regular diet and ambulating independently.",
+         "Improved with treatment of {problem}, now afebrile."),
 }
-_PROBLEMS = {
-    "community acquired pneumonia": ("cough", "fever", "chest x-ray", "pulmonology"),
-    "acute decompensated heart failure": ("dyspnea", "leg swelling", "echocardiogram",
-                                          "cardiology"),
-    "diabetic ketoacidosis": ("nausea", "polyuria", "abdominal ultrasound", "endocrinology"),
-    "acute kidney injury": ("fatigue", "decreased urine output", "renal ultrasound",
-                            "nephrology"),
-    "cellulitis of the left leg": ("leg redness", "fever", "venous doppler",
-                                   "infectious disease"),
-    "atrial fibrillation with rapid ventricular response": ("palpitations", "dizziness",
-                                                            "echocardiogram", "cardiology"),
-    "copd exacerbation": ("wheezing", "dyspnea", "ct chest", "pulmonology"),
-    "upper gastrointestinal bleed": ("melena", "lightheadedness", "ct abdomen",
-                                     "gastroenterology"),
-}
-_HISTORY = ["hypertension", "type 2 diabetes", "hyperlipidemia", "coronary artery disease",
-            "chronic kidney disease", "asthma", "obesity", "hypothyroidism", "depression"]
-_LABS = ["cbc", "basic metabolic panel", "potassium", "creatinine", "inr", "hemoglobin a1c",
-         "liver function tests", "lipid panel"]
-_PROCEDURES = ["colonoscopy", "cardiac catheterization", "upper endoscopy", "thoracentesis",
-               "skin biopsy"]
-_WHEN = ["in 1 week", "in 2 weeks", "in 3 days", "in one month", "within 48 hours",
-         "after discharge", "at the next visit"]
+# How often each kind of plan sentence is drawn.
+_SHAPES = (("one term", 55), ("two terms", 10), ((APPOINTMENT,), 9), ((INSTRUCTIONS,), 9),
+           ((OTHER,), 8), ((), 9))
 
 
-def _plan_sentence(rng: random.Random, problem: str, drug: str, specialty: str,
-                   imaging: str) -> tuple[str, tuple[str, ...]]:
+def plan_sentence(rng: random.Random) -> tuple[str, tuple[str, ...]]:
     """One assessment-and-plan sentence and its follow-up labels (sorted, as CLIP's targets)."""
-    when, lab = rng.choice(_WHEN), rng.choice(_LABS)
-    dose, unit, frequency = _DRUGS[drug]
-    options: list[tuple[Callable[[], str], tuple[str, ...]]] = [
-        (lambda: f"Follow up with {specialty} clinic {when}.", (APPOINTMENT,)),
-        (lambda: f"Schedule an appointment with her primary care physician {when}.",
-         (APPOINTMENT,)),
-        (lambda: f"Continue {drug} {dose} {unit} {frequency} and titrate as tolerated.",
-         (MEDICATION,)),
-        (lambda: f"Start {drug} {dose} {unit} {frequency}; pharmacy to confirm coverage.",
-         (MEDICATION,)),
-        (lambda: f"Repeat {lab} {when} to monitor.", (LAB,)),
-        (lambda: f"Please check {lab} and fax results to the clinic {when}.", (LAB,)),
-        (lambda: f"Obtain outpatient {imaging} {when} to reassess.", (IMAGING,)),
-        (lambda: f"Outpatient {rng.choice(_PROCEDURES)} to be arranged {when}.", (PROCEDURE,)),
-        (lambda: "Return to the emergency department for chest pain or shortness of breath.",
-         (INSTRUCTIONS,)),
-        (lambda: f"Patient instructed to weigh daily and call {when} if up 3 pounds.",
-         (INSTRUCTIONS,)),
-        (lambda: "Daughter is the health care proxy and prefers calls in the evening.", (OTHER,)),
-        (lambda: f"Lives alone; home services were arranged {when}.", (OTHER,)),
-        (lambda: f"Repeat {lab} and follow up with {specialty} {when}.", (APPOINTMENT, LAB)),
-        (lambda: f"Discussed {problem} with the patient at length.", ()),
-        (lambda: f"Improved with treatment of {problem}, now afebrile.", ()),
-        (lambda: "Tolerating a regular diet and ambulating independently.", ()),
-    ]
-    make, labels = rng.choice(options)
-    return make(), tuple(sorted(labels))
+    shape = rng.choices([s for s, _ in _SHAPES], weights=[w for _, w in _SHAPES])[0]
+    when = rng.choice(_WHEN)
+    names = sorted(KIND_OF)
+    if shape == "one term":
+        name = rng.choice(names)
+        return rng.choice(_ONE_TERM).format(a=name, when=when), (KIND_OF[name],)
+    if shape == "two terms":
+        first, second = rng.sample(sorted(TERMS), 2)
+        a, b = rng.choice(TERMS[first]), rng.choice(TERMS[second])
+        return rng.choice(_TWO_TERMS).format(a=a, b=b, when=when), tuple(sorted((first, second)))
+    text = rng.choice(_WORDED[shape]).format(
+        specialty=rng.choice(SPECIALTIES), when=when, symptom=rng.choice(SYMPTOMS),
+        problem=rng.choice(PROBLEMS))
+    return text, shape
 
 
 def make_note(rng: random.Random, note_id: int) -> tuple[str, list[dict]]:
-    """A note's text and its labelled plan sentences."""
-    problem = rng.choice(sorted(_PROBLEMS))
-    symptom_a, symptom_b, imaging, specialty = _PROBLEMS[problem]
-    history = rng.sample(_HISTORY, 3)
-    drugs = rng.sample(sorted(_DRUGS), 3)
-    age, sex = rng.randint(24, 92), rng.choice(["male", "female"])
-    plan = [_plan_sentence(rng, problem, rng.choice(drugs), specialty, imaging)
-            for _ in range(rng.randint(4, 7))]
-    medications = "\n".join(f"- {d} {_DRUGS[d][0]} {_DRUGS[d][1]} {_DRUGS[d][2]}" for d in drugs)
-    vitals = (f"T {rng.uniform(36.2, 39.4):.1f} HR {rng.randint(58, 128)} "
-              f"BP {rng.randint(96, 178)}/{rng.randint(52, 98)} RR {rng.randint(12, 28)} "
-              f"SpO2 {rng.randint(88, 100)}% on {rng.choice(['room air', '2L nasal cannula'])}")
-    text = "\n".join([
-        f"CHIEF COMPLAINT: {symptom_a}",
-        (f"HISTORY OF PRESENT ILLNESS: {age} year old {sex} with a history of {history[0]} and "
-        f"{history[1]} presenting with {symptom_a} and {symptom_b} for {rng.randint(1, 14)} days. "
-        f"Found to have {problem}."),
-        "PAST MEDICAL HISTORY: " + ", ".join(history) + ".",
-        "MEDICATIONS ON ADMISSION:\n" + medications,
-        f"VITALS: {vitals}",
-        (f"PHYSICAL EXAM: {rng.choice(['Alert and oriented', 'Mildly distressed'])}. "
-        f"{rng.choice(['Lungs with crackles at the bases', 'Lungs clear bilaterally'])}. "
-        f"{rng.choice(['Regular rate and rhythm', 'Irregularly irregular rhythm'])}."),
-        "ASSESSMENT AND PLAN: " + " ".join(sentence for sentence, _ in plan),
-    ])
+    """A note's text and its plan sentences as labelled examples."""
+    plan = [plan_sentence(rng) for _ in range(rng.randint(4, 7))]
     examples = [
         {"id": f"{note_id}:{index}", "note_id": str(note_id), "text": sentence,
          "labels": ", ".join(labels)}
         for index, (sentence, labels) in enumerate(plan)
     ]
-    return text, examples
+    return note_text(rng, [sentence for sentence, _ in plan]), examples
 
 
-def write_corpus(folder: str | pathlib.Path, seed: int = 0, num_notes: int = 300,
-                 split: tuple[float, float] = (0.6, 0.2)) -> dict[str, int]:
-    """Write the notes and the task's train/dev/test files; returns the example counts."""
+def write_corpus(folder: str | pathlib.Path, seed: int = 0, num_notes: int = 200,
+                 pretrain_notes: int = 400) -> dict[str, int]:
+    """Write the pre-training notes and the task's splits; returns the example counts per split
+    and the number of pre-training notes ("notes"). The same seed writes the same bytes."""
     folder = pathlib.Path(folder)
     rng = random.Random(seed)
-    notes_dir, task_dir = folder / "notes", folder / TASK
-    notes_dir.mkdir(parents=True, exist_ok=True)
-    task_dir.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
+    rows: dict[str, list[dict]] = {name: [] for name in SPLITS}
     for note_id in range(num_notes):
-        text, examples = make_note(rng, note_id)
-        (notes_dir / f"note{note_id:05d}.txt").write_text(text + "\n", encoding="utf-8")
+        _, examples = make_note(rng, note_id)
         position = note_id / num_notes
-        name = ("train" if position < split[0]
-                else "dev" if position < split[0] + split[1] else "test")
+        name = ("train" if position < SPLITS["train"]
+                else "dev" if position < SPLITS["train"] + SPLITS["dev"] else "test")
         rows[name] += examples
+    notes = [{"text": make_note(rng, num_notes + index)[0]} for index in range(pretrain_notes)]
+    for subfolder in (NOTES_FOLDER, TASK):
+        (folder / subfolder).mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / NOTES_FOLDER / "notes.jsonl", notes)
     for name, examples in rows.items():
-        temp = task_dir / f".{name}.jsonl.tmp"
-        temp.write_text("".join(json.dumps(row) + "\n" for row in examples), encoding="utf-8")
-        temp.replace(task_dir / f"{name}.jsonl")
-    return {name: len(examples) for name, examples in rows.items()}
-
-
-def register_synthetic_task() -> None:
-    """Register `synthetic_followup` and its fold variants (files read when a dataset is built)."""
-    from ct5x_tasks.registration import register_custom_task
-
-    register_custom_task(TASK, SETTINGS)
+        write_atomic(folder / TASK / f"{name}.jsonl", examples)
+    return {**{name: len(examples) for name, examples in rows.items()}, "notes": len(notes)}
