@@ -14,6 +14,7 @@ import logging
 import sys
 import traceback
 
+from ct5x import timing
 from ct5x.errors import UserInputError
 from ct5x.startup import import_frameworks_quietly
 
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if not verbose:
         import_frameworks_quietly()
     args = build_parser().parse_args(argv)
+    timing.record_from_environment(args.command)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -66,6 +66,8 @@ class RunSettings:
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # JAX's persistent compilation cache (ct5x.compilation_cache); None: off.
+    compilation_cache_dir: str | None = None
     optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
     loss: LossOptions = dataclasses.field(
         default_factory=lambda: LossOptions(loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")

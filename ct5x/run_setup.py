@@ -54,10 +54,10 @@ def network_config(settings: RunSettings, gin_model: Any, checkpoint: Any) -> T5
     return config.replace(**{key: value for key, value in changes.items() if key in names})
 
 
-def check_shapes(model: EncoderDecoderModel, params: dict, source: str) -> None:
-    """Refuses a checkpoint whose parameters do not fit the model, naming them."""
-    expected = {key: tuple(value.shape) for key, value in flatten(
-        jax.eval_shape(model.init_params, jax.random.PRNGKey(0))).items()}
+def check_shapes(shapes: Any, params: dict, source: str) -> None:
+    """Refuses a checkpoint whose parameters do not fit the model's parameter `shapes`, naming
+    them."""
+    expected = {key: tuple(value.shape) for key, value in flatten(shapes).items()}
     found = {key: tuple(np.shape(value)) for key, value in flatten(params).items()}
     problems = [f"{key}: checkpoint {found[key]} vs model {shape}"
                 for key, shape in expected.items() if key in found and found[key] != shape]
@@ -180,8 +180,6 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
     config = network_config(settings, gin_model, checkpoint)
     model = EncoderDecoderModel(config, settings.loss)
-    if checkpoint is not None:
-        check_shapes(model, checkpoint.params, checkpoint_path)
     mesh = partitioning.make_mesh(settings.num_partitions)
     rules = partitioning.standard_logical_axis_rules(settings.activation_partitioning_dims,
                                                      settings.parameter_partitioning_dims)
@@ -189,6 +187,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
                       settings.random_seed, settings.num_microbatches,
                       make_schedule(settings.optimizer),
                       settings.steps_per_execution_for(jax.default_backend()))
+    if checkpoint is not None:  # the trainer has traced the parameter shapes once already
+        check_shapes(trainer.params_shapes, checkpoint.params, checkpoint_path)
     directory = RunDirectory(settings.model_dir)
     state_bytes = sum(leaf.size * leaf.dtype.itemsize
                       for leaf in jax.tree.leaves(trainer.state_shapes))

@@ -21,9 +21,12 @@ import sys
 import traceback
 from typing import Any
 
+from ct5x import timing
 from ct5x.errors import UserInputError
 
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 1
+# Where each `ct5x train` process appends its timeline (ct5x.timing) inside MODEL_DIR.
+TIMINGS_FILE = "timings.jsonl"
 # The macro of gin/runs/finetune.gin that builds the run's `RunSettings`.
 RUN_FILE_MACRO = "RUN"
 
@@ -119,9 +122,13 @@ def load_settings(gin_files: list[str], gin_bindings: list[str],
 
 
 def _configure_process(settings: Any) -> None:
-    """Random-number implementation and multi-host start, before any array exists."""
+    """Random-number implementation, compilation cache and multi-host start, before any array
+    exists."""
     import jax
 
+    from ct5x import compilation_cache
+
+    compilation_cache.configure(settings.compilation_cache_dir)
     jax.config.update("jax_default_prng_impl",
                       "unsafe_rbg" if settings.use_hardware_rng else "threefry2x32")
     if settings.initialize_distributed and not jax.distributed.is_initialized():
@@ -137,9 +144,12 @@ def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[s
     from ct5x.run_directory import RunDirectory
     from ct5x.run_setup import build_run
 
+    timeline = timing.begin("train")
+    timeline.mark("run_start")
     settings, gin_model = load_settings(list(gin_files), list(gin_bindings), list(search_paths))
     _configure_process(settings)
     importlib.import_module(settings.mixture_or_task_module)
+    timeline.mark("tasks_imported")
     existing = RunDirectory(settings.model_dir).read_run()
     if existing and existing.get("finished"):
         print(f"{settings.model_dir}: run already finished at step {existing['latest_step']} "
@@ -148,7 +158,19 @@ def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[s
     from ct5x.training_loop import train
 
     run_state, initial_params = build_run(settings, gin_model, log_examples)
-    return train(run_state, initial_params)
+    timeline.mark("set_up")
+    record = train(run_state, initial_params)
+    _write_timings(settings.model_dir, timeline)
+    return record
+
+
+def _write_timings(model_dir: str, timeline: timing.Timeline) -> None:
+    """The run's timeline into MODEL_DIR/timings.jsonl (one line per process) and the console."""
+    import jax
+
+    if jax.process_index() == 0:
+        timing.append_record(os.path.join(model_dir, TIMINGS_FILE), timeline.record())
+    print(timeline.summary(), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in argv
     from ct5x.startup import import_frameworks_quietly
 
+    timing.record_from_environment("train")
     if not verbose:
         import_frameworks_quietly()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ct5x import timing
 from ct5x.checkpoints import train_state as saved
 from ct5x.data_pipeline import TrainingStream
 from ct5x.errors import UserInputError
@@ -89,7 +90,9 @@ def _save(run: Run, state: TrainState, step: int) -> None:
     position = {"step": step, "seed": run.stream.settings.seed,
                 "epoch": run.stream.epoch_of_step(step),
                 "host_examples": run.stream.num_examples}
-    saved.save_train_state(run.directory.path, step, run.trainer.state_to_tree(state), position)
+    with timing.phase("checkpoint_save"):
+        saved.save_train_state(run.directory.path, step, run.trainer.state_to_tree(state),
+                               position)
 
 
 def _prune(run: Run, step: int) -> None:
@@ -107,7 +110,8 @@ def _write(run: Run, collection: str, step: int, scalars: dict[str, float]) -> N
 
 def _evaluate(run: Run, state: TrainState, step: int, epoch: float) -> bool:
     """Scores the validation split, saves, updates run.json; True when early stopping fires."""
-    result = run.validator.run(run.trainer, state.params)
+    with timing.phase("validation"):
+        result = run.validator.run(run.trainer, state.params)
     name = run.selection_metric
     if name not in result.metrics:
         raise UserInputError(
@@ -155,6 +159,7 @@ def _finish(run: Run, step: int) -> dict[str, Any]:
 def train(run: Run, initial_params: Any) -> dict[str, Any]:
     """Trains to `train_steps` (or early stop) and returns the final run.json contents."""
     state = restore_or_start(run, initial_params)
+    timing.mark("training_start")
     step = int(state.step)
     evaluated = run.record.get("latest_step") or 0  # as run.json on disk says
     boundary = step == run.train_steps or (step and step % run.eval_period == 0)
@@ -169,6 +174,9 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
     stopped = False
     while step < run.train_steps and not stopped:
         state, executed = _execute(run, state, step)
+        if "first_step" not in timing.current().marks:
+            jax.block_until_ready(executed[-1][1])
+            timing.mark("first_step")
         tokens += sum(_tokens(batch) for batch, _ in executed)
         # Throughput since the last log line, measured when an execution has finished; log
         # lines that fall inside one execution of several steps share its figure.
@@ -202,6 +210,7 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
             _check_finite(*pending)
             _save(run, state, step)
             _prune(run, step)
+    timing.mark("training_end")
     progress.close()
     for writer in run.summary_writers.values():
         writer.close()

@@ -6,11 +6,15 @@ import argparse
 import sys
 
 from ct5x.cli import EXIT_BAD_INPUT, positive_int
+from ct5x.compilation_cache import DEFAULT_DIR as DEFAULT_CACHE_DIR
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    from ct5x import compilation_cache
     from ct5x.evaluation.scoring import EvaluationSettings, evaluate_runs
 
+    compilation_cache.configure(None if args.compilation_cache_dir in ("", "None")
+                                else args.compilation_cache_dir)
     settings = EvaluationSettings(
         split=args.split,
         batch_size=args.batch_size,
@@ -70,6 +74,9 @@ def register_command(commands) -> None:
     evaluate.add_argument("--alpha", type=float, default=None,
                           help="length penalty: HF's exponent (1.0) or T5X's alpha (0.6)")
     evaluate.add_argument("--no-progress", action="store_true", help="draw no progress bars")
+    evaluate.add_argument("--compilation-cache-dir", default=DEFAULT_CACHE_DIR,
+                          help="JAX's persistent compilation cache (default %(default)s; "
+                               "None: off)")
     evaluate.set_defaults(run=evaluate_command)
 
     report = commands.add_parser(

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ct5x import timing
 from ct5x.checkpoints import load_checkpoint
 from ct5x.checkpoints.atomic import write_bytes
 from ct5x.errors import UserInputError
@@ -198,7 +199,8 @@ def evaluate_run(run: Run, settings: EvaluationSettings, progress: EvaluationPro
     if not run.checkpoint_dir.is_dir():
         raise UserInputError(f"{run.checkpoint_dir}: checkpoint not found (run.json names step "
                              f"{run.checkpoint_step})")
-    checkpoint = load_checkpoint(run.checkpoint_dir)
+    with timing.phase("checkpoint_load"):
+        checkpoint = load_checkpoint(run.checkpoint_dir)
     if checkpoint.vocabulary_path is None and run.vocabulary:
         checkpoint = dataclasses.replace(checkpoint, vocabulary_path=run.vocabulary)
     vocabulary = load_vocabulary(checkpoint)
@@ -216,8 +218,9 @@ def evaluate_run(run: Run, settings: EvaluationSettings, progress: EvaluationPro
     )
     model = EncoderDecoderModel(checkpoint.config.replace(dropout_rate=0.0))
     advance = progress.start_run(run.directory.name, len(split_data.ids))
-    predictions = decode(model, jax.device_put(checkpoint.params), vocabulary, split_data, options,
-                         settings.batch_size, advance)
+    with timing.phase("test_prediction"):
+        predictions = decode(model, jax.device_put(checkpoint.params), vocabulary, split_data,
+                             options, settings.batch_size, advance)
     anchor_compatible = resolve_anchor(settings.anchor_compatible)
     metrics = score(task, split_data.targets, predictions, anchor_compatible)
     lines = []
