@@ -57,5 +57,6 @@ def test_ct5x_timings_environment_appends_the_record_at_exit(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True,
                    env=dict(os.environ, CT5X_TIMINGS=str(path), JAX_PLATFORMS="cpu"))
     earlier, record = [json.loads(line) for line in path.read_text().splitlines()]
+    assert earlier["command"] == "an earlier process"
     assert record["command"] == "probe" and record["phases"]["work"]["count"] == 1
     assert record["compile_seconds"] > 0 and 0 < record["end"] < 120
