@@ -45,7 +45,10 @@ def train_once(args, prepared: dict, folder: pathlib.Path, cache: str | None) ->
     return {"first_step_s": record["marks"]["first_step"]["at"],
             "first_validation_s": validation["last_end"],
             "compile_to_first_step_s": record["marks"]["first_step"]["compile_before"],
-            "compile_s": record["compile_seconds"], "cache_hits": record["cache_hits"],
+            "compile_s": record["compile_seconds"],
+            "xla_compile_s": record["compile_by_step"]["xla"],
+            "tracing_and_lowering_s": record["compile_by_step"]["tracing"]
+            + record["compile_by_step"]["lowering"], "cache_hits": record["cache_hits"],
             "programs": record["programs_compiled"]}
 
 

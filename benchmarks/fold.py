@@ -106,6 +106,9 @@ def prepare(args: argparse.Namespace, work: pathlib.Path) -> dict:
     if not all((source / f"{split}_blurb.tsv").is_file() for split in ("train", "dev", "test")):
         sys.exit(f"fold.py: the NCBI-disease files ({{train,dev,test}}_blurb.tsv) are not in "
                  f"{source}; pass --data FOLDER")
+    from ct5x.startup import import_frameworks_quietly
+
+    import_frameworks_quietly()  # the task registry needs TensorFlow: without its notices
     data_dir = work / "data"
     ncbi = data_dir / "NCBI_disease"
     ncbi.mkdir(parents=True, exist_ok=True)
@@ -278,6 +281,8 @@ def main() -> None:
         processes, study_metrics = study_fold(args, prepared, work / f"round{index}" / "study")
         theirs.append(pipeline_phases(processes))
         checks.append({"ct5x": ct5x_metrics, "study": study_metrics})
+        (work / f"round{index}" / "phases.json").write_text(json.dumps(
+            {"ct5x": ours[-1], "study": theirs[-1], "checks": checks[-1]}))
         print(f"round {index}: ct5x {ours[-1]['whole']:.1f} s, study {theirs[-1]['whole']:.1f} s",
               file=sys.stderr, flush=True)
     summary = summarise(ours, theirs)

@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from typing import Any
 
 TIMINGS_ENVIRONMENT = "CT5X_TIMINGS"
-# jax._src.dispatch's events: each is a span of wall time, never nested in another of them.
-COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
+# jax._src.dispatch's events, by the step of compilation each times (spans of wall time, never
+# nested in one another); the persistent compilation cache saves the last one only.
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+COMPILE_EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "tracing",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lowering",
+    BACKEND_COMPILE_EVENT: "xla",
+}
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
@@ -56,6 +58,7 @@ class Timeline:
         self.marks: dict[str, dict[str, float]] = {}
         self.phases: dict[str, dict[str, float]] = {}
         self.compile_seconds = 0.0
+        self.compile_by_step = dict.fromkeys(COMPILE_EVENTS.values(), 0.0)
         self.programs = 0
         self.cache_hits = 0
         self._open: list[str] = []
@@ -85,9 +88,10 @@ class Timeline:
             record["count"] += 1
             record["last_end"] = round(self.now(), 3)
 
-    def compiled(self, seconds: float, is_backend_compile: bool) -> None:
+    def compiled(self, event: str, seconds: float) -> None:
         self.compile_seconds += seconds
-        self.programs += is_backend_compile
+        self.compile_by_step[COMPILE_EVENTS[event]] += seconds
+        self.programs += event == BACKEND_COMPILE_EVENT
         if self._open:
             self.phases[self._open[-1]]["compile_seconds"] += seconds
 
@@ -99,6 +103,8 @@ class Timeline:
         return {"command": self.command, "process_start": round(self.origin, 3),
                 "end": round(self.now(), 3), "marks": dict(self.marks), "phases": phases,
                 "compile_seconds": round(self.compile_seconds, 3),
+                "compile_by_step": {step: round(seconds, 3)
+                                    for step, seconds in self.compile_by_step.items()},
                 "programs_compiled": self.programs, "cache_hits": self.cache_hits}
 
     def summary(self) -> str:
@@ -121,7 +127,7 @@ _listening = False
 
 def _on_span(event: str, start: float, end: float, **_: Any) -> None:
     if _current is not None and event in COMPILE_EVENTS:
-        _current.compiled(end - start, event == COMPILE_EVENTS[-1])
+        _current.compiled(event, end - start)
 
 
 def _on_event(event: str, **_: Any) -> None:
