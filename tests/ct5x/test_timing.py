@@ -32,6 +32,9 @@ def test_compilation_inside_a_phase_is_counted_there_and_marks_see_it():
     assert work["count"] == 1 and work["seconds"] >= 0.05
     assert 0 < work["compile_seconds"] <= work["seconds"]
     assert record["programs_compiled"] >= 1
+    assert sum(record["compile_by_step"].values()) == pytest.approx(record["compile_seconds"],
+                                                                    abs=0.01)
+    assert record["compile_by_step"]["xla"] > 0
     assert record["marks"]["after"]["compile_before"] == pytest.approx(record["compile_seconds"])
     assert record["marks"]["before"]["at"] <= work["first_start"] <= work["last_end"]
     assert record["marks"]["after"]["at"] >= work["last_end"]
