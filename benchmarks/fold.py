@@ -184,16 +184,19 @@ def write_study_data(args: argparse.Namespace, data_dir: pathlib.Path, vocabular
     return paths
 
 
-def launch(command: list[str], env: dict, log: pathlib.Path) -> float:
-    """Runs a process to its end with its output in `log`; its wall seconds. Exits on failure."""
+def launch(command: list[str], env: dict, log: pathlib.Path) -> tuple[float, float]:
+    """Runs a process to its end with its output in `log`; its wall seconds and the CPU seconds
+    (user + system) it used. Exits on failure."""
     start = time.time()
     with log.open("w") as stream:
-        code = subprocess.call(command, cwd=REPO, env=env, stdout=stream,
-                               stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stream,
+                                   stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
     wall = time.time() - start
+    code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(f"fold.py: {' '.join(command[:4])} ... failed ({code}); see {log}")
-    return wall
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def timeline(path: pathlib.Path) -> dict:
@@ -202,7 +205,8 @@ def timeline(path: pathlib.Path) -> dict:
 
 
 def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> tuple:
-    """`ct5x train` then `ct5x evaluate`; ([(timeline, wall)] per process, test metrics)."""
+    """`ct5x train` then `ct5x evaluate`; ([(timeline, wall, CPU seconds)] per process, test
+    metrics)."""
     folder.mkdir(parents=True)
     model_dir = folder / "run"
     ct5x = [sys.executable, "-m", "ct5x.cli"]
@@ -221,14 +225,15 @@ def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> 
         timings = folder / f"{name}_timings.jsonl"
         env = dict(os.environ, CT5X_TIMINGS=str(timings), TF_CPP_MIN_LOG_LEVEL="3",
                    HF_HUB_OFFLINE="1")
-        wall = launch(command, env, folder / f"{name}.log")
-        processes.append((timeline(timings), wall))
+        wall, cpu = launch(command, env, folder / f"{name}.log")
+        processes.append((timeline(timings), wall, cpu))
     metrics = json.loads((model_dir / "metrics.json").read_text())
     return processes, {"test_f1": metrics["metrics"].get("f1")}
 
 
 def study_fold(args, prepared: dict, folder: pathlib.Path) -> tuple:
-    """benchmarks/fold_study.py in its own process; ([(timeline, wall)], test metrics)."""
+    """benchmarks/fold_study.py in its own process; ([(timeline, wall, CPU seconds)], test
+    metrics)."""
     folder.mkdir(parents=True)
     config = {"checkpoint": str(prepared["checkpoint"]), "vocabulary": prepared["vocabulary"],
               "data": prepared["study_data"], "input_length": args.input_length,
@@ -239,9 +244,9 @@ def study_fold(args, prepared: dict, folder: pathlib.Path) -> tuple:
     command = [sys.executable, str(REPO / "benchmarks" / "fold_study.py"),
                str(folder / "config.json")]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1")
-    wall = launch(command, env, folder / "study.log")
+    wall, cpu = launch(command, env, folder / "study.log")
     record = json.loads((folder / "record.json").read_text())
-    return [(record, wall)], {"test_f1": record["test_metrics"].get("test_f1")}
+    return [(record, wall, cpu)], {"test_f1": record["test_metrics"].get("test_f1")}
 
 
 def matmul_gflops(size: int = 4096, reps: int = 3) -> float:

@@ -23,7 +23,9 @@ LABELS = {
     "test_prediction": "test prediction (decode, score, write)",
     "other": "other (run records, exit)",
     "whole": "whole fold",
+    "cpu": "CPU time, all processes (user + system)",
 }
+ROWS = (*PHASES, "whole", "cpu")
 # Timeline phase -> benchmark phase.
 PHASE_OF = {"validation": "validation", "checkpoint_save": "checkpoints",
             "checkpoint_load": "checkpoints", "test_prediction": "test_prediction"}
@@ -66,13 +68,15 @@ def process_phases(record: dict, wall: float) -> dict[str, float]:
     return seconds
 
 
-def pipeline_phases(processes: Sequence[tuple[dict, float]]) -> dict[str, float]:
-    """The phases of a pipeline's processes, added up, and "whole": their total wall time."""
+def pipeline_phases(processes: Sequence[tuple[dict, float, float]]) -> dict[str, float]:
+    """The phases of a pipeline's (timeline, wall, CPU seconds) processes, added up; "whole":
+    their total wall time; "cpu": the CPU time they used (less sensitive to other load)."""
     total = dict.fromkeys(PHASES, 0.0)
-    for record, wall in processes:
+    for record, wall, _ in processes:
         for name, value in process_phases(record, wall).items():
             total[name] += value
-    total["whole"] = sum(wall for _, wall in processes)
+    total["whole"] = sum(wall for _, wall, _ in processes)
+    total["cpu"] = sum(cpu for _, _, cpu in processes)
     return total
 
 
@@ -86,7 +90,7 @@ def summarise(ours: Sequence[dict], theirs: Sequence[dict]) -> dict[str, dict]:
     """Per phase: each pipeline's median seconds and the median and range of the per-round
     ratios."""
     summary = {}
-    for name in (*PHASES, "whole"):
+    for name in ROWS:
         ratios = paired_ratios(ours, theirs, name)
         summary[name] = {
             "ct5x_s": round(statistics.median(r[name] for r in ours), 2),
@@ -98,10 +102,10 @@ def summarise(ours: Sequence[dict], theirs: Sequence[dict]) -> dict[str, dict]:
 
 
 def table(summary: dict[str, dict], rounds: int) -> str:
-    """The printed table: one row per phase, the whole fold last."""
+    """The printed table: one row per phase, then the whole fold and the CPU time."""
     header = f"phase (median of {rounds} rounds)"
     lines = [f"{header:<42} {'ct5x s':>9} {'study s':>9} {'ratio':>7} {'per round':>12}"]
-    for name in (*PHASES, "whole"):
+    for name in ROWS:
         row = summary[name]
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         spread = ("" if row["ratio_range"] is None

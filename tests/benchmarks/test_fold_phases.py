@@ -59,8 +59,8 @@ def test_evaluate_process_start_up_ends_at_the_first_prediction():
 
 
 def test_pipeline_adds_processes_and_ratios_are_per_round():
-    ours = [pipeline_phases([(TRAIN, 75.0), (EVALUATE, 31.0)])] * 2
-    assert ours[0]["whole"] == pytest.approx(106.0)
+    ours = [pipeline_phases([(TRAIN, 75.0, 140.0), (EVALUATE, 31.0, 50.0)])] * 2
+    assert ours[0]["whole"] == pytest.approx(106.0) and ours[0]["cpu"] == pytest.approx(190.0)
     assert sum(ours[0][name] for name in PHASES) == pytest.approx(106.0)
     theirs = [dict(row, whole=row["whole"] * factor, training=row["training"] * factor)
               for row, factor in zip(ours, (1.5, 2.5))]
