@@ -33,6 +33,7 @@ TEST_REQUIRES = [
     "pytest>=8,<10",
     "torch==2.13.0",
     "transformers==5.24.0",
+    "accelerate==1.15.0",  # transformers' Seq2SeqTrainer, for benchmarks/fold.py
     "ruff==0.17.6",
     "nbclient==0.11.0",
     "nbformat==5.11.1",

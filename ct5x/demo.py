@@ -29,7 +29,7 @@ import sys
 
 from ct5x import demo_data
 from ct5x.demo_conclusion import conclusion, format_table, fraction_rows, metric_name
-from ct5x.demo_stages import Stages, compilation_cache, duration, stage_estimates
+from ct5x.demo_stages import Stages, duration, stage_estimates
 from ct5x.errors import EXIT_BAD_INPUT, EXIT_OK, UserInputError
 from ct5x.gin_utils import gin_literal
 from ct5x_tasks.naming import NUM_FOLDS
@@ -78,7 +78,8 @@ class Workspace:
         folders = {"data": "data", "task_text": "pretrain_text/task",
                    "general_text": "pretrain_text/general", "vocabulary": "vocabulary",
                    "folds": "folds", "pretrain": "pretrain", "runs": "runs",
-                   "compilation_cache": "compilation_cache"}
+                   # The sweep's runs use <RUNS_DIR>/compilation_cache; pre-training too.
+                   "compilation_cache": "runs/compilation_cache"}
         if name not in folders:
             raise AttributeError(name)
         return self.root / folders[name]
@@ -159,6 +160,7 @@ def pretrain(settings: DemoSettings, space: Workspace, name: str, texts_dir: pat
         "WARMUP_STEPS": settings.pretrain_warmup_steps, "EVAL_PERIOD": steps,
         "LOG_PERIOD": max(1, steps // 5), "CHECKPOINT_PERIOD": steps, "EVAL_EXAMPLES": 32,
         "RANDOM_SEED": settings.seed, "MODEL_NAME": name,
+        "COMPILATION_CACHE_DIR": str(space.compilation_cache),
     }
     record = run(["demo/model.gin", "runs/pretrain.gin"], gin_bindings(macros))
     return space.pretrain / name / f"checkpoint_{record['latest_step']}"
@@ -364,8 +366,7 @@ def run_command(args: argparse.Namespace) -> int:
         workdir = pathlib.Path(args.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         write_text(workdir / "demo_config.gin", operative_config())
-        with compilation_cache(Workspace(workdir).compilation_cache):
-            summary = run(workdir, settings)
+        summary = run(workdir, settings)
     except UserInputError as error:
         print(f"ct5x demo: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,4 +1,4 @@
-"""How the demo runs: numbered stage lines with the time left, and a compilation cache.
+"""How the demo runs: numbered stage lines with the time left.
 
 The time left is a prediction from the demo's settings (seconds per pre-training step, per
 fine-tuning run and step, per evaluation, measured on a 2-core machine), scaled by how much faster
@@ -7,8 +7,6 @@ or slower than predicted the finished stages went.
 
 from __future__ import annotations
 
-import contextlib
-import pathlib
 import time
 
 # Seconds of each part of a stage, set from runs on a 2-core machine shared with other jobs; the
@@ -64,24 +62,3 @@ def stage_estimates(settings, fractions: tuple[float, ...]) -> list[float]:
     return [3.0, 5.0, 15 + pretrained * SECONDS_PER_PRETRAIN_STEP * settings.pretrain_steps,
             runs * (SECONDS_PER_RUN + SECONDS_PER_FINETUNE_STEP * settings.finetune_steps),
             5 + evaluated * SECONDS_PER_EVALUATION, 2.0]
-
-
-@contextlib.contextmanager
-def compilation_cache(folder: pathlib.Path):
-    """XLA programs cached in `folder` while the demo runs: its runs share a few shapes, so each
-    program is compiled once instead of once per run (about 15 s a run here)."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cache
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    previous = {name: getattr(jax.config, name) for name in names}
-    for name, value in zip(names, (str(folder), 0, 0)):
-        jax.config.update(name, value)
-    cache.reset_cache()
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            jax.config.update(name, value)
-        cache.reset_cache()

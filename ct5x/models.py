@@ -9,6 +9,7 @@ and the segment ids when packed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,12 @@ class EncoderDecoderModel:
         """Freshly initialised float32 parameters (T5X's tree, unboxed)."""
         variables = self.module.init(rng, *self._dummy_inputs(1, input_length, target_length))
         return nn.unbox(variables["params"])
+
+    @functools.cached_property
+    def params_shapes(self) -> Params:
+        """The parameters' shapes and dtypes (`jax.ShapeDtypeStruct`s), traced once per model:
+        the shape check of a checkpoint, the disk-space check and the trainer share them."""
+        return jax.eval_shape(self.init_params, jax.random.PRNGKey(0))
 
     def params_logical_axes(self) -> Params:
         """The logical axis names of every parameter, as a tree of `PartitionSpec`s."""

@@ -34,6 +34,7 @@ TEST_METRICS_FILE = "metrics.json"  # `ct5x evaluate`: the test scores
 PREDICTIONS_FILE = "predictions.jsonl"  # `ct5x evaluate`: one line per test example
 SITE_METRICS_GLOB = "metrics_site_*.json"  # `ct5x evaluate --test-site`
 SWEEP_ERROR_LOG = "sweep_error.log"  # `ct5x sweep run`: the traceback of a run that raised
+TIMINGS_FILE = "timings.jsonl"  # `ct5x train`: its timeline (start-up, phases, compilation)
 
 _VARIANT_KEYS = ("flan", "deid", "site", "fold", "fraction")
 

@@ -66,6 +66,8 @@ class RunSettings:
     # Multi-host: join the other processes by jax.distributed.initialize(), which finds them in the
     # environment (SLURM, TPU VM); `ct5x train --multiprocess_gpu ...` names them instead.
     initialize_distributed: bool = False
+    # JAX's persistent compilation cache (ct5x.compilation_cache); None: off.
+    compilation_cache_dir: str | None = None
     optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
     # The paper's objective: plain cross-entropy (no z-loss), the mean over real target tokens.
     loss: LossOptions = dataclasses.field(

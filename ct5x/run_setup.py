@@ -61,10 +61,10 @@ def network_config(settings: RunSettings, gin_model: Any, checkpoint: Any) -> T5
     return config.replace(**{key: value for key, value in changes.items() if key in names})
 
 
-def check_shapes(model: EncoderDecoderModel, params: dict, source: str) -> None:
-    """Refuses a checkpoint whose parameters do not fit the model, naming them."""
-    expected = {key: tuple(value.shape) for key, value in flatten(
-        jax.eval_shape(model.init_params, jax.random.PRNGKey(0))).items()}
+def check_shapes(shapes: Any, params: dict, source: str) -> None:
+    """Refuses a checkpoint whose parameters do not fit the model's parameter `shapes`, naming
+    them."""
+    expected = {key: tuple(value.shape) for key, value in flatten(shapes).items()}
     found = {key: tuple(np.shape(value)) for key, value in flatten(params).items()}
     problems = [f"{key}: checkpoint {found[key]} vs model {shape}"
                 for key, shape in expected.items() if key in found and found[key] != shape]
@@ -166,7 +166,7 @@ def _loss_options(settings: RunSettings, info: Any, lengths: dict, anchor: bool)
 def _state_bytes(model: EncoderDecoderModel, settings: RunSettings) -> int:
     """Bytes of one saved training state: parameters and optimizer state (its layout does not
     depend on the schedule's length)."""
-    params = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+    params = model.params_shapes
     state = jax.eval_shape(make_optimizer(settings.optimizer, total_steps=1).init, params)
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves((params, state)))
 
@@ -204,7 +204,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     config = network_config(settings, gin_model, checkpoint)
     model = EncoderDecoderModel(config, loss)
     if checkpoint is not None:
-        check_shapes(model, checkpoint.params, checkpoint_path)
+        check_shapes(model.params_shapes, checkpoint.params, checkpoint_path)
     partitioner = partitioning.Partitioner(
         settings.num_partitions,
         partitioning.standard_logical_axis_rules(settings.activation_partitioning_dims,

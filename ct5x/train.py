@@ -25,7 +25,7 @@ import sys
 import traceback
 from typing import Any
 
-from ct5x import process_flags
+from ct5x import process_flags, timing
 from ct5x.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserInputError
 
 # The macro of gin/runs/finetune.gin that builds the run's `RunSettings`.
@@ -123,12 +123,13 @@ def load_settings(gin_files: list[str], gin_bindings: list[str],
 
 
 def _configure_process(settings: Any, processes: process_flags.ProcessFlags | None) -> None:
-    """Random-number implementation and the start of several processes, before any array
-    exists: the flags' processes, else MULTIHOST's (found in the environment)."""
+    """Random-number implementation, compilation cache and the start of several processes,
+    before any array exists: the flags' processes, else MULTIHOST's (found in the environment)."""
     import jax
 
-    from ct5x import multihost
+    from ct5x import compilation_cache, multihost
 
+    compilation_cache.configure(settings.compilation_cache_dir)
     jax.config.update("jax_default_prng_impl",
                       "unsafe_rbg" if settings.use_hardware_rng else "threefry2x32")
     if processes is None or not processes.wanted:
@@ -143,9 +144,12 @@ def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[s
     from ct5x.run_directory import RunDirectory
     from ct5x.run_setup import build_run
 
+    timeline = timing.begin("train")
+    timeline.mark("run_start")
     settings, gin_model = load_settings(list(gin_files), list(gin_bindings), list(search_paths))
     _configure_process(settings, processes)
     importlib.import_module(settings.mixture_or_task_module)
+    timeline.mark("tasks_imported")
     existing = RunDirectory(settings.model_dir).read_run()
     if existing and existing.get("finished"):
         multihost.say(f"{settings.model_dir}: run already finished at step "
@@ -155,7 +159,20 @@ def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[s
     from ct5x.training_loop import train
 
     run_state, initial_params = build_run(settings, gin_model, log_examples)
-    return train(run_state, initial_params)
+    timeline.mark("set_up")
+    record = train(run_state, initial_params)
+    _write_timings(settings.model_dir, timeline)
+    return record
+
+
+def _write_timings(model_dir: str, timeline: timing.Timeline) -> None:
+    """The run's timeline into MODEL_DIR/timings.jsonl (process 0's) and the console."""
+    from ct5x import multihost
+    from ct5x.run_record import TIMINGS_FILE
+
+    if multihost.is_primary():
+        timing.append_record(os.path.join(model_dir, TIMINGS_FILE), timeline.record())
+    multihost.say(timeline.summary())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "--verbose" in argv
     from ct5x.startup import import_frameworks_quietly
 
+    timing.record_from_environment("train")
     if not verbose:
         import_frameworks_quietly()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,

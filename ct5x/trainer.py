@@ -113,7 +113,7 @@ class Trainer:
         # For logging only: the optimizer applies its own schedule.
         self.learning_rate = learning_rate or optax.constant_schedule(float("nan"))
         self.params_shardings = partitioner.logical_to_mesh_sharding(model.params_logical_axes())
-        self.params_shapes = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+        self.params_shapes = model.params_shapes
         opt_shapes = jax.eval_shape(optimizer.init, self.params_shapes)
         replicated = partitioner.replicated
         self.state_shardings = TrainState(

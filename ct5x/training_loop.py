@@ -18,9 +18,10 @@ import math
 import time
 from typing import Any
 
+import jax
 import numpy as np
 
-from ct5x import multihost
+from ct5x import multihost, timing
 from ct5x.checkpoints import train_state as saved
 from ct5x.data_pipeline import TrainingStream
 from ct5x.errors import UserInputError
@@ -132,7 +133,9 @@ def _save(run: Run, state: TrainState, step: int) -> None:
     position = {"step": step, **_data_settings(run), "epoch": run.stream.epoch_of_step(step),
                 "examples": run.stream.num_examples, "shard_id": settings.shard_index,
                 "num_shards": settings.num_shards}
-    saved.save_train_state(run.directory.path, step, saved.state_to_tree(state), position)
+    with timing.phase("checkpoint_save"):
+        saved.save_train_state(run.directory.path, step, saved.state_to_tree(state),
+                               position)
 
 
 def _prune(run: Run, step: int) -> None:
@@ -167,7 +170,8 @@ def _should_stop(run: Run) -> bool:
 
 def _evaluate(run: Run, state: TrainState, step: int, epoch: float) -> bool:
     """Scores the validation split, saves, updates run.json; True when early stopping fires."""
-    result = run.validator.run(run.trainer, state.params)
+    with timing.phase("validation"):
+        result = run.validator.run(run.trainer, state.params)
     name = run.selection.metric
     check_selection_metric(name, result.metrics)
     value = result.metrics[name]
@@ -220,6 +224,7 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
     """Trains to `train_steps` (or early stop) and returns the final run.json contents."""
     check_selection_metric(run.selection.metric, run.validator.metric_names())
     state = restore_or_start(run, initial_params)
+    timing.mark("training_start")
     step = int(state.step)
     evaluated = run.record.get("latest_step") or 0  # as run.json on disk says
     boundary = step == run.train_steps or (step and step % run.eval_period == 0)
@@ -237,6 +242,9 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
         count = min(run.trainer.steps_per_execution, _next_stop(run, step) - step)
         batches = [run.stream.batch(index) for index in range(step, step + count)]
         state, metrics = run.trainer.train(state, batches)
+        if "first_step" not in timing.current().marks:
+            jax.block_until_ready(metrics.values)
+            timing.mark("first_step")
         if pending is not None:
             log.record(*pending)
         pending, step = (step, batches, metrics), step + count
@@ -258,6 +266,7 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
             pending = None
             _save(run, state, step)
             _prune(run, step)
+    timing.mark("training_end")
     log.close()
     if stopped:
         multihost.say(f"early stopping at step {step}: no better {run.selection.metric} in "

@@ -12,8 +12,11 @@ from ct5x.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 def evaluate_command(args: argparse.Namespace) -> int:
     """Exit 1 when scoring a run hit a bug (its traceback with --verbose), else 2 when a run's
     input could not be used, else 0."""
+    from ct5x import compilation_cache
     from ct5x.evaluation.scoring import EvaluationSettings, evaluate_runs
 
+    compilation_cache.configure(None if args.compilation_cache_dir in ("", "None")
+                                else args.compilation_cache_dir)
     settings = EvaluationSettings(
         split=args.split,
         batch_size=args.batch_size,
@@ -81,11 +84,17 @@ def register_command(commands) -> None:
                           help="expect runs trained in the study's mode: every run is scored in "
                                "the mode its run.json records, and one that disagrees is an "
                                "error (runs recorded before the mode was: this mode)")
-    evaluate.add_argument("--length-penalty-style", choices=("hf", "t5x"), default="hf",
-                          help="beam scoring convention (default hf, as the paper's runs)")
+    evaluate.add_argument("--length-penalty-style", default=None,
+                          help="beam scoring convention: hf (transformers' generate, the default), "
+                               "hf_4.22 (the study's transformers: the default for a run trained "
+                               "in its mode) or t5x")
     evaluate.add_argument("--alpha", type=float, default=None,
                           help="length penalty: HF's exponent (1.0) or T5X's alpha (0.6)")
     evaluate.add_argument("--no-progress", action="store_true", help="draw no progress bars")
+    evaluate.add_argument("--compilation-cache-dir", default=None,
+                          help="a folder for JAX's persistent compilation cache, so that a later "
+                               "evaluation with the same shapes loads its programs (default: "
+                               "none)")
     evaluate.set_defaults(run=evaluate_command)
 
     report = commands.add_parser(

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 import ct5x_tasks
+from ct5x import timing
 from ct5x.atomic import write_json
 from ct5x.checkpoints import load_checkpoint
 from ct5x.errors import UserInputError
@@ -62,8 +63,10 @@ class EvaluationSettings:
     # in it; asking for another is an error. Only runs recorded before the mode was (run.json
     # schema 1) take it from here, else from CT5X_ANCHOR_COMPATIBLE, else off.
     anchor_compatible: bool | None = None
-    # "hf" (transformers' generate, the paper's stack) or "t5x"; alpha as in DecodingOptions.
-    length_penalty_style: str = "hf"
+    # "hf" (transformers' generate, the paper's stack), "hf_4.22" (the study's transformers) or
+    # "t5x"; None: "hf_4.22" for a run trained in the study's mode, else "hf". alpha as in
+    # DecodingOptions.
+    length_penalty_style: str | None = None
     alpha: float | None = None
 
 
@@ -234,7 +237,8 @@ def evaluate_run(directory: pathlib.Path, record: RunRecord, settings: Evaluatio
                              f"{record.checkpoint_step})")
     task = scored_task(directory, record, settings.test_site)
     anchor_compatible = anchor_mode(directory, record, settings.anchor_compatible)
-    checkpoint = load_checkpoint(checkpoint_dir)
+    with timing.phase("checkpoint_load"):
+        checkpoint = load_checkpoint(checkpoint_dir)
     if checkpoint.vocabulary_path is None and record.vocabulary:
         checkpoint = dataclasses.replace(checkpoint, vocabulary_path=record.vocabulary)
     vocabulary = load_vocabulary(checkpoint)
@@ -250,13 +254,16 @@ def evaluate_run(directory: pathlib.Path, record: RunRecord, settings: Evaluatio
         options = DecodingOptions(
             num_beams=split_data.task.num_beams,
             max_decode_length=split_data.task.decode_length,
-            length_penalty_style=settings.length_penalty_style,
+            length_penalty_style=settings.length_penalty_style or (
+                "hf_4.22" if anchor_compatible else "hf"),
             alpha=settings.alpha,
         )
         model = EncoderDecoderModel(checkpoint.config.replace(dropout_rate=0.0))
         advance = progress.start_run(directory.name, len(split_data.ids))
-        predictions = decode(model, jax.device_put(checkpoint.params), vocabulary, split_data,
-                             options, settings.batch_size or run_batch_size(record), advance)
+        with timing.phase("test_prediction"):
+            predictions = decode(model, jax.device_put(checkpoint.params), vocabulary,
+                                 split_data, options,
+                                 settings.batch_size or run_batch_size(record), advance)
         metrics = score(task, scored_as, split_data.targets, predictions, anchor_compatible)
     lines = []
     for i, prediction in enumerate(predictions):

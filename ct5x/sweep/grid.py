@@ -293,6 +293,8 @@ def _run(experiment: Experiment, block: GridBlock, model: ModelSpec, base: str,
         "LEARNING_RATE": rate,
         "BATCH_SIZE": batch_size,
         "TASK_FEATURE_LENGTHS": lengths,
+        # Shared by every run of the sweep (and the array tasks of a cluster on shared storage).
+        "COMPILATION_CACHE_DIR": f"{experiment.runs_dir}/compilation_cache",
         **experiment.bindings,
         **model.bindings,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fnmatch
 import json
 from collections.abc import Sequence
@@ -10,15 +11,20 @@ from collections.abc import Sequence
 from ct5x.errors import UserInputError
 from ct5x.sweep.grid import Experiment, GridRun, expand
 
+CACHE_MACRO = "COMPILATION_CACHE_DIR"
+
 
 def load_experiment(path: str, bindings: Sequence[str] = ()) -> Experiment:
     """The `EXPERIMENT` an experiment gin file binds (path, or name under ct5x's gin/)."""
-    from ct5x.gin_utils import macro, parse_gin
+    from ct5x.gin_utils import is_bound, macro, parse_gin
 
     parse_gin([path], bindings)
     experiment = macro("EXPERIMENT")
     if not isinstance(experiment, Experiment):
         raise UserInputError(f"{path}: EXPERIMENT must be @grid.experiment()")
+    if is_bound(CACHE_MACRO):  # e.g. --gin.COMPILATION_CACHE_DIR=None: every run gets it
+        bound = {**experiment.bindings, CACHE_MACRO: macro(CACHE_MACRO)}
+        experiment = dataclasses.replace(experiment, bindings=bound)
     return experiment
 
 

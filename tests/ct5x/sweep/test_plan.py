@@ -145,3 +145,13 @@ def test_every_planned_task_is_registered(plans):
     registered = set(ct5x_tasks.task_names())
     for runs in plans.values():
         assert {run.task for run in runs} <= registered
+
+
+def test_runs_share_a_compilation_cache_under_runs_dir_unless_told_otherwise(plans):
+    bound = {next(b for b in run.bindings if b.startswith("COMPILATION_CACHE_DIR="))
+             for run in plans["in_domain"]}
+    assert bound == {'COMPILATION_CACHE_DIR="runs/compilation_cache"'}
+    _, runs = load_runs("experiments/in_domain.gin", ["RUNS_DIR = '/shared/runs'",
+                                                      "COMPILATION_CACHE_DIR = None"])
+    assert all("COMPILATION_CACHE_DIR=None" in run.bindings for run in runs)
+    assert all("/shared/runs/in_domain/" in run.model_dir for run in runs)
