@@ -28,6 +28,7 @@ def test_a_fresh_compilation_of_the_same_program_loads_from_the_cache(tmp_path,
                                                                        cache_off_afterwards):
     folder = tmp_path / "nested" / "cache"
     assert compilation_cache.configure(str(folder)) == str(folder)
+    jax.clear_caches()  # programs earlier tests compiled in memory would never reach the cache
     cold = _fresh_timeline()
     _compile_and_run(1.75)
     assert cold.cache_hits == 0 and any(folder.iterdir())  # folder made, programs written

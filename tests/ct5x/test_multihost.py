@@ -252,7 +252,7 @@ def test_a_peer_that_never_comes_ends_with_one_line_at_the_timeout(processes):
 def test_t5x_process_flags_on_train_and_sweep_run():
     from ct5x import train
     from ct5x.cli import build_parser
-    from ct5x.multihost import ProcessFlags, from_namespace
+    from ct5x.process_flags import ProcessFlags, from_namespace
 
     assert not train.parse_flags(["--gin_file=x.gin"]).processes.wanted
     given = ["--multiprocess_gpu", "--coordinator_address=host:1234", "--process_count", "4",
