@@ -94,11 +94,24 @@ def test_evaluate_and_report_read_and_write_the_bucket(bucket_run, gcs_bucket):
     assert (storage.path(out) / "report.md").is_file()
 
 
-def test_convert_reads_a_t5x_checkpoint_from_the_bucket(bucket_run, tmp_path):
+def test_convert_and_predict_read_and_write_the_bucket(bucket_run, gcs_bucket, tmp_path):
+    """`ct5x convert` reads a T5X checkpoint from the bucket; `ct5x predict` with its checkpoint,
+    input and output in the bucket writes what it writes from local copies."""
     model_dir, _ = bucket_run
-    assert main(["convert", f"{model_dir}/checkpoint_24", str(tmp_path / "hf"), "--to", "hf"]) == 0
-    expected = flatten(load_checkpoint(f"{model_dir}/checkpoint_24").params)
+    checkpoint = f"{model_dir}/checkpoint_24"
+    assert main(["convert", checkpoint, str(tmp_path / "hf"), "--to", "hf"]) == 0
+    expected = flatten(load_checkpoint(checkpoint).params)
     assert _worst(expected, flatten(load_checkpoint(tmp_path / "hf").params)) == 0
+    lines = "".join(json.dumps({"inputs": text}) + "\n" for text in ("cancer of the", "a tumour"))
+    (tmp_path / "in.jsonl").write_text(lines)
+    write_text(f"{gcs_bucket}/predict/in.jsonl", lines)
+    decode = ["--max-decode-length", "4"]
+    assert main(["predict", "--checkpoint", checkpoint, "--input", f"{gcs_bucket}/predict/in.jsonl",
+                 "--output", f"{gcs_bucket}/predict/out.jsonl", *decode]) == 0
+    assert main(["predict", "--checkpoint", str(tmp_path / "hf"), "--input",
+                 str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"), *decode]) == 0
+    found = (storage.path(gcs_bucket) / "predict" / "out.jsonl").read_text()
+    assert found == (tmp_path / "out.jsonl").read_text() and len(found.splitlines()) == 2
 
 
 def test_object_writes_appends_and_searches(gcs_bucket):
