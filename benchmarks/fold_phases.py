@@ -28,6 +28,7 @@ LABELS = {
 ROWS = (*PHASES, "whole", "cpu")
 # Timeline phase -> benchmark phase.
 PHASE_OF = {"validation": "validation", "checkpoint_save": "checkpoints",
+            "checkpoint_wait": "checkpoints",
             "checkpoint_load": "checkpoints", "test_prediction": "test_prediction"}
 
 

@@ -15,7 +15,7 @@ import logging
 import sys
 import traceback
 
-from ct5x import timing
+from ct5x import storage, timing
 from ct5x.arguments import positive_int
 from ct5x.errors import EXIT_BAD_INPUT, UserInputError
 from ct5x.startup import import_frameworks_quietly
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    storage.configure()  # STORAGE_EMULATOR_HOST, before any library first reaches a bucket
     timing.record_from_environment(args.command)
     if getattr(args, "frameworks", True) and not args.verbose:
         import_frameworks_quietly()

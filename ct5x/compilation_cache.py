@@ -22,16 +22,18 @@ _configured: list[str | None] = []
 
 
 def configure(directory: str | None) -> str | None:
-    """Uses `directory` ('~' expanded, created if missing) as the cache; None or '' turns it
-    off. Returns the folder in use. A folder that cannot be created leaves the cache off, with a
-    warning: compiling is slower, never wrong."""
+    """Uses `directory` ('~' expanded, created if missing; or a bucket, which JAX reaches through
+    epath) as the cache; None or '' turns it off. Returns the folder in use. A folder that cannot
+    be created leaves the cache off, with a warning: compiling is slower, never wrong."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    path = os.path.abspath(os.path.expanduser(directory)) if directory else None
+    from ct5x import storage
+
+    path = os.fspath(storage.absolute(directory)) if directory else None
     if path is not None:
         try:
-            os.makedirs(path, exist_ok=True)
+            storage.path(path).mkdir(parents=True, exist_ok=True)
         except OSError as error:
             logger.warning("COMPILATION_CACHE_DIR=%s: cannot be created (%s); compiling without "
                            "the cache", directory, error)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from ct5x import storage
 from ct5x.atomic import write_text
 from ct5x.errors import UserInputError
 
@@ -20,7 +20,7 @@ def read_values(path: str | os.PathLike) -> list[tuple[int, Any]]:
     """(line number, parsed value) for every non-blank line; a line that is not JSON stops."""
     try:
         # split("\n"), not splitlines(): JSON strings may hold U+2028 and other line separators.
-        lines = pathlib.Path(path).read_text(encoding="utf-8").split("\n")
+        lines = storage.path(path).read_text(encoding="utf-8").split("\n")
     except OSError as error:
         raise UserInputError(f"{path}: cannot read ({error.strerror})") from None
     except UnicodeDecodeError:
@@ -37,8 +37,9 @@ def read_values(path: str | os.PathLike) -> list[tuple[int, Any]]:
 
 
 def write_atomic(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
-    """One JSON object per line, written atomically (`ct5x.atomic`); the folder must exist."""
-    path = pathlib.Path(path)
-    if not path.parent.is_dir():
+    """One JSON object per line, written atomically (`ct5x.atomic`); the folder must exist (a
+    bucket has no folders to check)."""
+    path = storage.path(path)
+    if not storage.is_url(path) and not path.parent.is_dir():
         raise UserInputError(f"{path}: folder {path.parent} does not exist")
     write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))

@@ -4,6 +4,12 @@ It holds config.gin (the operative config), config.json and spiece.model (networ
 checkpoint_<step>/ (train state), metrics.jsonl (one object per log or evaluation line),
 run.json (`ct5x.run_record`, rewritten atomically after every evaluation), train/ and validation/
 (TensorBoard). Only host 0 writes files; every host may read them.
+
+MODEL_DIR may be a bucket (`gs://...`, `ct5x.storage`): every file is then one object, written
+whole. metrics.jsonl, which grows, is rewritten whole after each line (from a copy kept in memory),
+so a preempted run leaves it as it stood after its last complete line, as on local disk; TensorBoard
+event files are written on local disk and copied into the bucket after each flush. The free-space
+check applies to local disk only (a bucket has no such figure).
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
+import uuid
 from typing import Any
 
 import jax
 
+from ct5x import storage
 from ct5x.atomic import write_bytes
 from ct5x.errors import UserInputError
 from ct5x.run_record import RUN_FILE, TRAINING_METRICS_FILE, read_run_record, record_text
@@ -33,18 +40,24 @@ class RunDirectory:
     """Reads and writes the files of one run directory."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path).expanduser().absolute()
+        self.path = storage.absolute(path)
+        self._metrics_text: str | None = None  # metrics.jsonl as written, in a bucket
 
     def prepare(self, checkpoint_bytes: int) -> None:
-        """Creates the folder; fails before training if it is not writable or the disk is short."""
+        """Creates the folder; fails before training if it is not writable or (on local disk)
+        the disk is short."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            if storage.is_url(self.path):
+                probe = self.path / f".write-check-{uuid.uuid4().hex}"
+                probe.write_bytes(b"")
+                probe.unlink()
+                return
             with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write-check-"):
                 pass
-        except OSError as error:
-            raise UserInputError(
-                f"MODEL_DIR={self.path}: not writable ({error.strerror})"
-            ) from None
+        except Exception as error:  # noqa: BLE001 -- OSError locally; the store's own errors
+            reason = getattr(error, "strerror", None) or (str(error).splitlines() or [""])[0]
+            raise UserInputError(f"MODEL_DIR={self.path}: not writable ({reason})") from None
         free = shutil.disk_usage(self.path).free
         needed = int(checkpoint_bytes * DISK_MARGIN)
         if free < needed:
@@ -57,11 +70,11 @@ class RunDirectory:
         if is_primary():
             write_bytes(self.path / name, text.encode())
 
-    def copy_in(self, source: str | os.PathLike, name: str) -> Path:
+    def copy_in(self, source: str | os.PathLike, name: str) -> Any:
         """Copies a file into the run directory (atomically) and returns its new path."""
         if is_primary():
             try:
-                data = Path(source).read_bytes()
+                data = storage.path(source).read_bytes()
             except OSError as error:
                 raise UserInputError(f"{source}: cannot be read ({error.strerror})") from None
             write_bytes(self.path / name, data)
@@ -79,9 +92,18 @@ class RunDirectory:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl (numbers only: never example text)."""
-        if is_primary():
-            with open(self.path / TRAINING_METRICS_FILE, "a", encoding="utf-8") as stream:
-                stream.write(json.dumps(record) + "\n")
+        if not is_primary():
+            return
+        line = json.dumps(record) + "\n"
+        path = self.path / TRAINING_METRICS_FILE
+        if not storage.is_url(path):
+            with open(path, "a", encoding="utf-8") as stream:
+                stream.write(line)
+            return
+        if self._metrics_text is None:
+            self._metrics_text = path.read_text(encoding="utf-8") if path.exists() else ""
+        self._metrics_text += line
+        write_bytes(path, self._metrics_text.encode())
 
     def truncate_metrics(self, after_step: int, drop_validation_at: int | None = None) -> None:
         """Drops lines a killed run logged after the checkpoint it resumes from (and the
@@ -100,10 +122,45 @@ class RunDirectory:
             ):
                 continue
             kept.append(line)
-        write_bytes(path, "".join(line + "\n" for line in kept).encode())
+        self._metrics_text = "".join(line + "\n" for line in kept)
+        write_bytes(path, self._metrics_text.encode())
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / TRAINING_METRICS_FILE
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+
+    def summary_writers(self, names: tuple[str, ...] = ("train", "validation")) -> dict:
+        """TensorBoard writers (clu's) for the folders `names`; in a bucket, each writes on local
+        disk and copies its event files in after every flush (TensorFlow's own GCS file system
+        cannot be aimed at another endpoint, see `ct5x.storage`)."""
+        from clu.metric_writers import SummaryWriter
+
+        if not storage.is_url(self.path):
+            return {name: SummaryWriter(str(self.path / name)) for name in names}
+        return {name: MirroredSummaryWriter(self.path / name) for name in names}
+
+
+class MirroredSummaryWriter:
+    """clu's SummaryWriter into a local folder, mirrored into `destination` on every flush."""
+
+    def __init__(self, destination: Any):
+        from clu.metric_writers import SummaryWriter
+
+        self.destination = destination
+        self.local = tempfile.mkdtemp(prefix="ct5x-events-")
+        self.writer = SummaryWriter(self.local)
+
+    def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        self.writer.write_scalars(step, scalars)
+
+    def flush(self) -> None:
+        self.writer.flush()
+        storage.upload_tree(self.local, self.destination)
+
+    def close(self) -> None:
+        self.writer.close()
+        storage.upload_tree(self.local, self.destination)
+        shutil.rmtree(self.local, ignore_errors=True)

@@ -16,13 +16,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pathlib
+import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ct5x import storage
 from ct5x.errors import UserInputError
 from ct5x_tasks.catalog import Selection
 from ct5x_tasks.naming import NUM_FOLDS, Variant
+
+if TYPE_CHECKING:
+    from etils import epath
 
 SCHEMA_VERSION = 2
 
@@ -279,13 +283,13 @@ def record_from_json(record: Any, where: str) -> RunRecord:
     )
 
 
-def run_file(path: str | pathlib.Path) -> pathlib.Path:
-    """A run directory's run.json (or the run.json given)."""
-    path = pathlib.Path(path)
+def run_file(path: str | os.PathLike) -> epath.Path:
+    """A run directory's run.json (or the run.json given), on local disk or in a bucket."""
+    path = storage.path(path)
     return path if path.name == RUN_FILE and not path.is_dir() else path / RUN_FILE
 
 
-def read_run_record(path: str | pathlib.Path) -> RunRecord | None:
+def read_run_record(path: str | os.PathLike) -> RunRecord | None:
     """The record of a run directory (or of a run.json path); None when there is no run.json yet.
     Anything unusable is a `RunRecordError` naming the file (and line or field)."""
     path = run_file(path)

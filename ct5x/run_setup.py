@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from ct5x import multihost, partitioning
+from ct5x import multihost, partitioning, storage
 from ct5x.checkpoints import TOKENIZER_FILES, VOCABULARY_FILE, load_checkpoint
 from ct5x.checkpoints import train_state as saved
 from ct5x.checkpoints.hf import CONFIG_FILE, config_json
@@ -79,7 +78,7 @@ def check_shapes(shapes: Any, params: dict, source: str) -> None:
         )
 
 
-def _install_vocabulary(directory: RunDirectory, settings: RunSettings, checkpoint: Any) -> Path:
+def _install_vocabulary(directory: RunDirectory, settings: RunSettings, checkpoint: Any) -> Any:
     """Copies the vocabulary (and its tokenizer settings) into MODEL_DIR and selects it."""
     import ct5x_tasks
 
@@ -88,12 +87,12 @@ def _install_vocabulary(directory: RunDirectory, settings: RunSettings, checkpoi
         raise UserInputError(
             "gin: no vocabulary: INITIAL_CHECKPOINT_PATH has no spiece.model; set VOCABULARY_PATH"
         )
-    if not Path(source).is_file():
+    if not storage.path(source).is_file():
         raise UserInputError(f"VOCABULARY_PATH={source}: no such file")
     target = directory.copy_in(source, VOCABULARY_FILE)
     for name in TOKENIZER_FILES:
-        if (Path(source).parent / name).is_file():
-            directory.copy_in(Path(source).parent / name, name)
+        if (storage.path(source).parent / name).is_file():
+            directory.copy_in(storage.path(source).parent / name, name)
     extra_ids = ct5x_tasks.current_settings().extra_ids  # a gin file's sentinels (pre-training)
     ct5x_tasks.set_vocabulary_path(target, extra_ids)
     return target
@@ -115,12 +114,12 @@ def _checkpoint_name(path: str | None) -> str:
     """The initial checkpoint's folder name (a T5X model directory's, not `checkpoint_<step>`)."""
     if not path:
         return "scratch"
-    folder = Path(path).absolute()
+    folder = storage.absolute(path)
     return folder.parent.name if folder.name.startswith("checkpoint_") else folder.name
 
 
 def _run_record(settings: RunSettings, info: Any, checkpoint_path: str | None,
-                lengths: dict, vocabulary: Path, train_examples: int, train_steps: int,
+                lengths: dict, vocabulary: Any, train_examples: int, train_steps: int,
                 eval_batch_size: int) -> dict:
     """run.json's fixed fields (`ct5x.run_record.RunRecord`); the loop fills in the progress."""
     import ct5x_tasks
@@ -172,11 +171,7 @@ def _state_bytes(model: EncoderDecoderModel, settings: RunSettings) -> int:
 
 
 def _summary_writers(directory: RunDirectory) -> dict:
-    if not multihost.is_primary():
-        return {}
-    from clu.metric_writers import SummaryWriter
-
-    return {name: SummaryWriter(str(directory.path / name)) for name in ("train", "validation")}
+    return directory.summary_writers() if multihost.is_primary() else {}
 
 
 def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tuple[Run, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 from typing import Any
 
 from ct5x.errors import EXIT_OK, UserInputError
@@ -44,7 +43,7 @@ def folds_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _prediction_lines(path: pathlib.Path, scored_as: str) -> tuple[list[Any], list[str]]:
+def _prediction_lines(path: str, scored_as: str) -> tuple[list[Any], list[str]]:
     """Targets and predictions of a JSONL file; any unusable line is an error naming file:line."""
     from ct5x.jsonl import read_values
     from ct5x_tasks.metrics import QA_TASKS, invalid_target_reason, postprocessor_for
@@ -116,7 +115,7 @@ def register_command(commands) -> None:
     metrics = commands.add_parser("metrics", help="score predictions with a task's metrics")
     metrics.add_argument("--task", required=True, help="a registered task name (any variant)")
     metrics.add_argument(
-        "--predictions", required=True, type=pathlib.Path,
+        "--predictions", required=True,
         help='JSONL file, one {"target": ..., "prediction": ...} object per line',
     )
     metrics.add_argument(

@@ -171,9 +171,11 @@ def mark(name: str) -> None:
 
 
 def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """One JSON line appended (records of several processes may share the file)."""
-    with open(path, "a", encoding="utf-8") as stream:
-        stream.write(json.dumps(record) + "\n")
+    """One JSON line appended (records of several processes may share the file; in a bucket,
+    `ct5x.storage` rewrites the object whole)."""
+    from ct5x import storage
+
+    storage.append_text(storage.path(path), json.dumps(record) + "\n")
 
 
 def record_from_environment(command: str) -> None:

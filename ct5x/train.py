@@ -25,7 +25,7 @@ import sys
 import traceback
 from typing import Any
 
-from ct5x import process_flags, timing
+from ct5x import process_flags, storage, timing
 from ct5x.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserInputError
 
 # The macro of gin/runs/finetune.gin that builds the run's `RunSettings`.
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from ct5x.startup import import_frameworks_quietly
 
     timing.record_from_environment("train")
+    storage.configure()  # STORAGE_EMULATOR_HOST, before any library first reaches a bucket
     if not verbose:
         import_frameworks_quietly()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,

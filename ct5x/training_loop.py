@@ -1,10 +1,13 @@
 """The loop of a run: resume, step, log, evaluate, keep the best checkpoint, stop.
 
-A checkpoint is saved at every evaluation (and every CHECKPOINT_PERIOD steps); the best one by the
-task's selection metric (higher is better, except for the loss) and the newest KEEP_CHECKPOINTS
-are kept. run.json is rewritten after each evaluation, so a reader always finds a consistent run,
-and a killed run resumes from its newest checkpoint with the same data position and dropout
-randomness; settings that would remap its data are refused. An early-stopped run stays stopped.
+A checkpoint is saved at every evaluation (and every CHECKPOINT_PERIOD steps), in the background
+while training goes on; the best one by the task's selection metric (higher is better, except for
+the loss) and the newest KEEP_CHECKPOINTS are kept. An evaluation's checkpoint is named in run.json
+only once its save has committed, and older checkpoints are pruned only then: as soon as the loop
+sees the commit after an execution, and at the latest before the next save and at the end, which
+wait for it. A reader always finds a consistent run, and a killed run resumes from its newest
+committed checkpoint with the same data position and dropout randomness; settings that would
+remap its data are refused. An early-stopped run stays stopped.
 
 Every process runs this loop; process 0 alone prints, writes metrics.jsonl, TensorBoard and
 run.json, and the others wait at a barrier after each write they may read.
@@ -12,6 +15,8 @@ run.json, and the others wait at a barrier after each write they may read.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -70,6 +75,9 @@ class Run:
     early_stopping_patience: int | None
     log_examples: bool = False
     summary_writers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoints: saved.CheckpointWriter = dataclasses.field(default_factory=saved.CheckpointWriter)
+    # The save in flight: its step and, for an evaluation's, run.json to write once committed.
+    pending: tuple[int, dict[str, Any] | None] | None = None
 
 
 def _tokens(batch: dict[str, np.ndarray]) -> int:
@@ -126,16 +134,37 @@ def restore_or_start(run: Run, initial_params: Any) -> TrainState:
     return state
 
 
-def _save(run: Run, state: TrainState, step: int) -> None:
+def _save(run: Run, state: TrainState, step: int, record: dict[str, Any] | None = None) -> None:
+    """Starts saving `step` in the background, once the previous save has committed; `record`:
+    run.json to write when this one has (an evaluation's)."""
+    _commit(run, wait=True)
+    run.pending = (step, copy.deepcopy(record))
     if step in saved.complete_steps(run.directory.path):
+        _commit(run, wait=True)  # saved before a kill: only run.json and pruning are left
         return
     settings = run.stream.settings
     position = {"step": step, **_data_settings(run), "epoch": run.stream.epoch_of_step(step),
                 "examples": run.stream.num_examples, "shard_id": settings.shard_index,
                 "num_shards": settings.num_shards}
     with timing.phase("checkpoint_save"):
-        saved.save_train_state(run.directory.path, step, saved.state_to_tree(state),
-                               position)
+        run.checkpoints.start(run.directory.path, step, saved.state_to_tree(state), position)
+
+
+def _commit(run: Run, wait: bool) -> None:
+    """Once the save in flight has committed: run.json names it (an evaluation's), then the
+    checkpoints run.json no longer needs are pruned. With `wait`, waits for the commit (the
+    training stalls for that time); without, acts only if it has committed already, and each
+    process decides alone: only process 0 writes, and no process reads run.json or an older
+    checkpoint while training."""
+    if run.pending is None or not (wait or run.checkpoints.committed()):
+        return
+    with timing.phase("checkpoint_wait"):
+        run.checkpoints.wait()  # raises the background write's error, if any
+    step, record = run.pending
+    run.pending = None
+    if record is not None:
+        run.directory.write_run(record)
+    _prune(run, step)
 
 
 def _prune(run: Run, step: int) -> None:
@@ -172,6 +201,8 @@ def _evaluate(run: Run, state: TrainState, step: int, epoch: float) -> bool:
     """Scores the validation split, saves, updates run.json; True when early stopping fires."""
     with timing.phase("validation"):
         result = run.validator.run(run.trainer, state.params)
+    # The save before is named and pruned around as run.json stands, before this one changes it.
+    _commit(run, wait=True)
     name = run.selection.metric
     check_selection_metric(name, result.metrics)
     value = result.metrics[name]
@@ -197,14 +228,13 @@ def _evaluate(run: Run, state: TrainState, step: int, epoch: float) -> bool:
                           f"prediction={example['prediction']!r}")
     multihost.say(f"step {step}: validation " + ", ".join(
         f"{key} {value:.4f}" for key, value in sorted(result.metrics.items())))
-    # Save, then name it in run.json, then prune: a kill in between never loses the best.
-    _save(run, state, step)
     record.update(latest_step=step, finished=False)
     stop = _should_stop(run)
     if stop:
         record["early_stopped"] = True
-    _write_run(run)
-    _prune(run, step)
+    # Save; run.json names it once it has committed, then older ones are pruned: a kill in
+    # between never loses the best.
+    _save(run, state, step, record)
     return stop
 
 
@@ -215,13 +245,26 @@ def _write_run(run: Run) -> None:
 
 
 def _finish(run: Run, step: int) -> dict[str, Any]:
+    _commit(run, wait=True)
+    run.checkpoints.close()
     run.record.update(latest_step=step, finished=True)
     _write_run(run)
     return run.record
 
 
 def train(run: Run, initial_params: Any) -> dict[str, Any]:
-    """Trains to `train_steps` (or early stop) and returns the final run.json contents."""
+    """Trains to `train_steps` (or early stop) and returns the final run.json contents. A run
+    that stops on an error still lets the save in flight commit (it holds the last good state):
+    a process that exited first would lose it."""
+    try:
+        return _train(run, initial_params)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error that stopped the run is the one to see
+            _commit(run, wait=True)
+        raise
+
+
+def _train(run: Run, initial_params: Any) -> dict[str, Any]:
     check_selection_metric(run.selection.metric, run.validator.metric_names())
     state = restore_or_start(run, initial_params)
     timing.mark("training_start")
@@ -249,10 +292,11 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
             log.record(*pending)
         pending, step = (step, batches, metrics), step + count
         executions += 1
+        _commit(run, wait=False)
         if multihost.preemption_sync_point(executions):
             log.record(*pending)
             _save(run, state, step)
-            _prune(run, step)
+            _commit(run, wait=True)
             raise Preempted(f"preempted at step {step}: checkpoint_{step} saved; the same "
                             "command resumes")
         # An execution never runs past an evaluation or a checkpoint: `state` is this step's.
@@ -265,7 +309,6 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
             log.record(*pending)
             pending = None
             _save(run, state, step)
-            _prune(run, step)
     timing.mark("training_end")
     log.close()
     if stopped:

@@ -18,6 +18,7 @@ import logging
 import pathlib
 from collections.abc import Callable, Sequence
 
+from ct5x import storage
 from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family, Formatting
 from ct5x_tasks.labels import CLIP_LABELS
@@ -40,7 +41,7 @@ def read_doc_splits(folder: pathlib.Path) -> dict[str, str]:
     split_of: dict[str, str] = {}
     for split, name in ID_FILES.items():
         path = require_file(folder / name)
-        with path.open(encoding="utf-8", newline="") as stream:
+        with storage.open_text(path, newline="") as stream:
             for number, row in enumerate(csv.reader(stream), start=1):
                 if not row or not row[0].strip():
                     continue

@@ -23,6 +23,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
+from ct5x import storage
 from ct5x.atomic import write_text
 from ct5x.errors import UserInputError
 from ct5x_tasks.family import Family
@@ -148,7 +149,7 @@ def study_folds(
 
 def resolve_folder(family: Family, data_dir: str | os.PathLike) -> pathlib.Path:
     """The dataset's own folder: `data_dir` itself or `<data_dir>/<family.folder>`."""
-    for folder in (pathlib.Path(data_dir), pathlib.Path(data_dir) / family.folder):
+    for folder in (storage.path(data_dir), storage.path(data_dir) / family.folder):
         try:
             if all(path.is_file() for path in family.source_files(folder)):
                 return folder
@@ -188,7 +189,7 @@ def write_folds(
     folder = resolve_folder(family, data_dir)
     content = folds_for_records(family, family.load(folder), seed, fractions or family.fractions)
     content["source_sha256"] = sha256_of_files(family.source_files(folder))
-    out = pathlib.Path(out_dir)
+    out = storage.path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "folds.json"
     write_text(target, json.dumps(content))

@@ -15,6 +15,7 @@ import pathlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ct5x import storage
 from ct5x.errors import UserInputError
 from ct5x_tasks import task_settings
 
@@ -79,7 +80,7 @@ def require_file(path: pathlib.Path) -> pathlib.Path:
 
 def read_lines(path: pathlib.Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline) for each non-blank line."""
-    with require_file(path).open(encoding="utf-8", newline="") as stream:
+    with storage.open_text(require_file(path), newline="") as stream:
         for number, line in enumerate(stream, start=1):
             line = line.rstrip("\r\n")
             if line.strip():
@@ -151,7 +152,7 @@ def read_csv(
     physical line on which the row starts (quoted fields may span lines), so it names the row
     whatever happens to the rows before it.
     """
-    with require_file(path).open(encoding="utf-8", newline="") as stream:
+    with storage.open_text(require_file(path), newline="") as stream:
         lines = _LineCounter(stream)
         reader = csv.reader(lines, delimiter=delimiter)
         header = next(reader, [])

@@ -18,10 +18,12 @@ never writes the environment: `ct5x evaluate` applies a run's recorded settings 
 import contextlib
 import dataclasses
 import os
-import pathlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from etils import epath
+
+from ct5x import storage
 from ct5x.errors import UserInputError
 
 BAD_RECORD_POLICIES = ("raise", "skip")
@@ -186,8 +188,8 @@ def read_configuration_from(configured: Callable[[], Layer] | None) -> None:
     _configured = configured
 
 
-def dataset_dir(base_task: str, folder: str, site: str | None = None) -> pathlib.Path:
-    """The folder holding one dataset's raw files.
+def dataset_dir(base_task: str, folder: str, site: str | None = None) -> epath.Path:
+    """The folder holding one dataset's raw files (local, or in a bucket: `ct5x.storage`).
 
     Order: a site's root (`site_dirs[site]`, then `<root>/<folder>` if that exists); a per-task
     folder (`dataset_dirs[base_task]` or `dataset_dirs[folder]`); `<data_dir>/<folder>`.
@@ -200,21 +202,21 @@ def dataset_dir(base_task: str, folder: str, site: str | None = None) -> pathlib
                 f"no directory for site {site!r}: set site_dirs (gin "
                 f"ct5x_tasks.data_settings.site_dirs) or {SITE_DIR_VARIABLE}{site.upper()}"
             )
-        nested = pathlib.Path(root) / folder
-        return nested if nested.is_dir() else pathlib.Path(root)
+        nested = storage.path(root) / folder
+        return nested if nested.is_dir() else storage.path(root)
     override = resolved.dataset_dirs.get(base_task) or resolved.dataset_dirs.get(folder)
     if override:
-        return pathlib.Path(override)
+        return storage.path(override)
     if not resolved.data_dir:
         raise UserInputError(
             f"no data directory for task {base_task!r}: set the gin macro DATA_DIR "
             "(ct5x_tasks.data_settings.data_dir), the environment variable CT5X_DATA_DIR, or "
             "dataset_dirs"
         )
-    return pathlib.Path(resolved.data_dir) / folder
+    return storage.path(resolved.data_dir) / folder
 
 
-def folds_file(base_task: str, folder: str, site: str | None = None) -> pathlib.Path:
+def folds_file(base_task: str, folder: str, site: str | None = None) -> epath.Path:
     """`<folds_dir>/<name>/folds.json`, or `<dataset dir>/folds/<base_task>/folds.json`.
 
     `name` is the base task, or `<base_task>_site_<site>` for a site, whose folds come from its own
@@ -223,7 +225,7 @@ def folds_file(base_task: str, folder: str, site: str | None = None) -> pathlib.
     folds_dir = current().folds_dir
     if folds_dir:
         name = base_task if site is None else f"{base_task}_site_{site}"
-        return pathlib.Path(folds_dir) / name / "folds.json"
+        return storage.path(folds_dir) / name / "folds.json"
     return dataset_dir(base_task, folder, site) / "folds" / base_task / "folds.json"
 
 

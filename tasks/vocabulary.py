@@ -7,12 +7,12 @@ Tasks are registered long before a run knows its checkpoint, so every task holds
 variable CT5X_VOCABULARY).
 """
 
-import os
 from collections.abc import Sequence
 
 import seqio
 import tensorflow as tf
 
+from ct5x import storage
 from ct5x.errors import UserInputError
 from ct5x_tasks import task_settings
 
@@ -40,11 +40,13 @@ class ModelVocabulary(seqio.Vocabulary):
                 "ct5x_tasks.set_vocabulary_path(spiece.model), bind "
                 "ct5x_tasks.vocabulary_settings.path in gin, or set CT5X_VOCABULARY"
             )
-        if not os.path.isfile(path):
+        if not storage.path(path).is_file():
             raise UserInputError(f"{path}: vocabulary file not found")
         key = (path, extra_ids)
         if key not in self._loaded:
-            self._loaded[key] = seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+            # SeqIO reads through TensorFlow's file system: a bucket's file from a local copy.
+            self._loaded[key] = seqio.SentencePieceVocabulary(storage.local_copy(path),
+                                                              extra_ids=extra_ids)
         return self._loaded[key]
 
     def is_configured(self) -> bool:

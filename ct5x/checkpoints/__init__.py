@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ct5x import storage
 from ct5x.atomic import staged_directory, write_bytes
 from ct5x.checkpoints.detect import HF, T5X_LEGACY, detect_format, locate
 from ct5x.checkpoints.hf import CONFIG_FILE, config_json, read_config, read_hf, write_hf
@@ -92,7 +93,7 @@ def _vocabulary_files(checkpoint: Checkpoint) -> dict[str, bytes]:
     """The vocabulary and the tokenizer settings beside it, as name -> bytes."""
     files: dict[str, bytes] = {}
     if checkpoint.vocabulary_path:
-        vocabulary = Path(checkpoint.vocabulary_path)
+        vocabulary = storage.path(checkpoint.vocabulary_path)
         try:
             files[VOCABULARY_FILE] = vocabulary.read_bytes()
             for name in TOKENIZER_FILES:
@@ -130,7 +131,7 @@ def save_t5x(checkpoint: Checkpoint, dst: str | Path, step: int = 0,
         raise UserInputError(f"step={step}: must be zero or more")
     params = _checked_params(checkpoint)
     side_files = {CONFIG_FILE: config_json(checkpoint.config), **_vocabulary_files(checkpoint)}
-    dst = Path(dst)
+    dst = storage.path(dst)
     step_name = f"checkpoint_{step}"
     if dst.is_dir() and any(dst.iterdir()):
         if (dst / step_name).exists():
@@ -149,7 +150,8 @@ def save_t5x(checkpoint: Checkpoint, dst: str | Path, step: int = 0,
 
 def convert_checkpoint(src: str | Path, dst: str | Path, to: str,
                        t5x_layout: str = "orbax") -> None:
-    """Reads `src` in any format and writes it to a new `dst` as "hf" or "t5x"."""
+    """Reads `src` in any format and writes it to a new `dst` as "hf" or "t5x" (either may be
+    a bucket URL)."""
     if to not in ("hf", "t5x"):
         raise UserInputError(f"to={to!r}: expected 'hf' or 't5x'")
     checkpoint = load_checkpoint(src)

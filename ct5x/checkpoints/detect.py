@@ -10,6 +10,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from ct5x import storage
 from ct5x.checkpoints.hf import CONFIG_FILE, WEIGHT_FILES
 from ct5x.checkpoints.orbax_io import is_orbax
 from ct5x.checkpoints.t5x_legacy import CHECKPOINT_FILE, is_legacy
@@ -46,8 +47,9 @@ def _latest_step_dir(model_dir: Path) -> Path | None:
 
 
 def locate(path: str | Path) -> Located:
-    """Resolves a user's checkpoint path; UserInputError when it holds no known format."""
-    path = Path(path)
+    """Resolves a user's checkpoint path (local or in a bucket); UserInputError when it holds no
+    known format."""
+    path = storage.path(path)
     if not path.exists():
         raise UserInputError(f"{path}: no such file or directory")
     if path.is_file() and path.name == CHECKPOINT_FILE:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from flax import serialization
 
+from ct5x import storage
 from ct5x.checkpoints.bad_input import bad_input
 from ct5x.checkpoints.tree import flatten
 from ct5x.errors import UserInputError
@@ -32,7 +33,7 @@ def _torch_name(path: str, array: np.ndarray, source: Path) -> tuple[str, np.nda
 
 def load_flax_msgpack(path: str | Path) -> dict[str, np.ndarray]:
     """{PyTorch name: array} from a Flax T5 parameter file."""
-    path = Path(path)
+    path = storage.path(path)
     try:
         tree = serialization.msgpack_restore(path.read_bytes())
     except Exception as error:  # noqa: BLE001 -- any failure to parse the bytes is bad input

@@ -17,6 +17,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ct5x import storage
 from ct5x.checkpoints.bad_input import bad_input
 from ct5x.checkpoints.flax_msgpack import load_flax_msgpack
 from ct5x.checkpoints.hf_names import hf_to_t5x, t5x_to_hf
@@ -62,18 +63,19 @@ def _config_from_dict(hf: dict[str, Any], path: Path) -> T5Config:
 
 def read_config(path: str | Path) -> T5Config:
     """A `T5Config` from a Hugging Face `config.json` (see `T5Config.from_hf_dict`)."""
-    path = Path(path)
+    path = storage.path(path)
     return _config_from_dict(_read_config_dict(path), path)
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    local = storage.local_copy(path)  # safetensors maps a local file; a bucket's is copied first
     try:
-        with safe_open(str(path), framework="np") as handle:
+        with safe_open(local, framework="np") as handle:
             names = list(handle.keys())
             bf16 = {n for n in names if handle.get_slice(n).get_dtype() == "BF16"}
             tensors = {n: handle.get_tensor(n) for n in names if n not in bf16}
         if bf16:  # numpy has no bfloat16; the Flax reader returns ml_dtypes arrays
-            with safe_open(str(path), framework="flax") as handle:
+            with safe_open(local, framework="flax") as handle:
                 tensors.update({n: np.asarray(handle.get_tensor(n)) for n in bf16})
     except Exception as error:  # noqa: BLE001 -- safetensors raises its own untyped errors
         raise bad_input(path, "not a readable safetensors file", error) from None
@@ -118,7 +120,7 @@ def read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], Path]:
 
 def read_hf(directory: str | Path) -> tuple[T5Config, FlatParams]:
     """Config and flat T5X params of a Hugging Face T5 directory."""
-    directory = Path(directory)
+    directory = storage.path(directory)
     config_path = directory / CONFIG_FILE
     hf = _read_config_dict(config_path)
     config = _config_from_dict(hf, config_path)

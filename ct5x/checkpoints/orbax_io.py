@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ct5x import storage
 from ct5x.checkpoints.bad_input import bad_input
 from ct5x.checkpoints.tree import FlatParams, flatten, unflatten
 from ct5x.errors import UserInputError
@@ -65,7 +66,7 @@ def _restore_target_and_step(checkpointer: ocp.Checkpointer, item: Path) -> dict
 def read_orbax(step_dir: str | Path) -> tuple[dict[str, np.ndarray], int | None]:
     """Flat (unchecked) target params and step, restored as host numpy arrays."""
     # Orbax reads a relative path's metadata as absent: always hand it an absolute one.
-    item = item_directory(Path(step_dir).absolute())
+    item = item_directory(storage.absolute(step_dir))
     try:
         with _quiet_orbax(), ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
             restored = _restore_target_and_step(checkpointer, item)
@@ -84,4 +85,4 @@ def write_orbax(step_dir: Path, flat: FlatParams, step: int, ocdbt: bool = True)
     tree = {"target": unflatten(flat), "state": {"step": np.asarray(step, np.int32)}}
     handler = ocp.PyTreeCheckpointHandler(use_ocdbt=ocdbt)
     with _quiet_orbax(), ocp.Checkpointer(handler) as checkpointer:
-        checkpointer.save(Path(step_dir).absolute() / ITEM, args=ocp.args.PyTreeSave(tree))
+        checkpointer.save(storage.absolute(step_dir) / ITEM, args=ocp.args.PyTreeSave(tree))

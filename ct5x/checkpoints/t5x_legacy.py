@@ -8,6 +8,7 @@ beside it, such as `target.encoder.layers_0.attention.key.kernel`; small ones st
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import tensorstore as ts
 from flax import serialization
 
+from ct5x import storage
 from ct5x.checkpoints.bad_input import bad_input
 from ct5x.checkpoints.tree import FlatParams, unflatten
 from ct5x.errors import UserInputError
@@ -41,15 +43,18 @@ def _flatten_with_specs(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _local_spec(spec: dict, step_dir: Path) -> dict | None:
-    """The spec with its relative path made absolute and any cloud kvstore made local; None
-    when it names no path."""
+    """The spec with its array folder found beside the msgpack file, wherever the checkpoint was
+    written and wherever it is now (a local folder, or a bucket through TensorStore's gcs
+    driver); None when it names no path."""
     spec = dict(spec)
     # tensorstore<0.1.14 specs put the path beside the kvstore rather than inside it.
     outer_path = spec.pop("path", None)
     relative = (spec.get("kvstore") or {}).get("path", outer_path)
     if not isinstance(relative, str):
         return None
-    spec["kvstore"] = {"driver": "file", "path": str(step_dir / Path(relative).name)}
+    array_dir = os.fspath(step_dir / os.path.basename(relative.rstrip("/")))
+    spec["kvstore"] = (array_dir if storage.is_url(array_dir)
+                       else {"driver": "file", "path": array_dir})
     return spec
 
 
@@ -57,7 +62,8 @@ def _read_array(spec: dict, step_dir: Path, name: str) -> np.ndarray:
     local = _local_spec(spec, step_dir)
     if local is None:
         raise UserInputError(f"{step_dir / CHECKPOINT_FILE}: the spec of {name} names no path")
-    source = local["kvstore"]["path"]
+    kvstore = local["kvstore"]
+    source = kvstore if isinstance(kvstore, str) else kvstore["path"]
     try:
         store = ts.open(local, open=True, read=True).result()
         return np.asarray(store.read().result())
@@ -67,7 +73,7 @@ def _read_array(spec: dict, step_dir: Path, name: str) -> np.ndarray:
 
 def read_legacy(step_dir: str | Path) -> tuple[dict[str, np.ndarray], int | None]:
     """Flat (unchecked) target params and the step of a legacy T5X checkpoint directory."""
-    step_dir = Path(step_dir)
+    step_dir = storage.path(step_dir)
     path = step_dir / CHECKPOINT_FILE
     try:
         contents = serialization.msgpack_restore(path.read_bytes())

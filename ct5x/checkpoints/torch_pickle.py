@@ -100,14 +100,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """{name: array} from a torch zip file; UserInputError for anything else or any code."""
-    path = Path(path)
-    if not zipfile.is_zipfile(path):
+    """{name: array} from a torch zip file (in a bucket: from a local copy); UserInputError for
+    anything else or any code."""
+    from ct5x import storage
+
+    local = storage.local_copy(path)
+    if not zipfile.is_zipfile(local):
         raise UserInputError(
             f"{path}: not a zip-format PyTorch file (re-save it with torch>=1.6 or as safetensors)"
         )
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(local) as archive:
             pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
             if len(pickles) != 1:
                 raise pickle.UnpicklingError("expected exactly one data.pkl")

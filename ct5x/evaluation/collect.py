@@ -19,6 +19,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ct5x import storage
 from ct5x.errors import UserInputError
 from ct5x.evaluation.paper import PAPER_MODELS, paper_model
 from ct5x.run_record import SITE_METRICS_GLOB, TEST_METRICS_FILE
@@ -140,11 +141,13 @@ def _parse(path: pathlib.Path) -> FoldScore:
 
 
 def find_metrics_files(root: str | pathlib.Path) -> list[pathlib.Path]:
-    """Every metrics.json (and metrics_site_<site>.json) under `root`, sorted."""
-    root = pathlib.Path(root)
+    """Every metrics.json (and metrics_site_<site>.json) under `root` (local or a bucket),
+    sorted."""
+    root = storage.path(root)
     if not root.is_dir():
         raise UserInputError(f"--runs {root}: not a directory")
-    paths = sorted([*root.rglob(TEST_METRICS_FILE), *root.rglob(SITE_METRICS_GLOB)])
+    paths = sorted([*storage.rglob(root, TEST_METRICS_FILE),
+                    *storage.rglob(root, SITE_METRICS_GLOB)])
     if not paths:
         raise UserInputError(f"--runs {root}: no {TEST_METRICS_FILE} found (run `ct5x evaluate` "
                              "first)")
@@ -157,7 +160,7 @@ def read_scores(paths: Sequence[str | pathlib.Path]) -> tuple[list[FoldScore],
     scores, problems = [], []
     for path in paths:
         try:
-            scores.append(_parse(pathlib.Path(path)))
+            scores.append(_parse(storage.path(path)))
         except UserInputError as error:
             problems.append(ReportProblem(str(path), str(error)))
     return scores, problems

@@ -16,6 +16,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from ct5x import storage
 from ct5x.atomic import write_json, write_text
 from ct5x.errors import UserInputError
 from ct5x.evaluation import plots, render
@@ -73,7 +74,7 @@ def write_report(metrics_files: Sequence[str | pathlib.Path], out_dir: str | pat
     scores, unreadable = read_scores(metrics_files)
     grouped, left_out = group_tables(scores, settings.num_folds)
     report = _finite(report_numbers(grouped, settings, [*problems, *unreadable, *left_out]))
-    out = pathlib.Path(out_dir)
+    out = storage.path(out_dir)
     for folder in (out, out / "tables"):
         folder.mkdir(parents=True, exist_ok=True)
     sections = [_header(settings)]

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 import ct5x_tasks
-from ct5x import timing
+from ct5x import storage, timing
 from ct5x.atomic import write_json
 from ct5x.checkpoints import load_checkpoint
 from ct5x.errors import UserInputError
@@ -91,11 +91,12 @@ class EvaluationOutcome:
 
 
 def find_run_files(root: str | pathlib.Path) -> list[pathlib.Path]:
-    """Every run.json under `root` (any depth), sorted so runs are visited in a stable order."""
-    root = pathlib.Path(root)
+    """Every run.json under `root` (any depth; local or a bucket), sorted so runs are visited in
+    a stable order."""
+    root = storage.path(root)
     if not root.is_dir():
         raise UserInputError(f"--runs {root}: not a directory")
-    return sorted(root.rglob(RUN_FILE))
+    return storage.rglob(root, RUN_FILE)
 
 
 def output_names(split: str, test_site: str | None = None) -> tuple[str, str]:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pathlib
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from etils import epath
 from rich.console import Console
 
+from ct5x import storage
 from ct5x.atomic import write_text
 from ct5x.errors import UserInputError
 from ct5x.jsonl import write_atomic
@@ -71,7 +72,7 @@ def check_checkpoints(experiment: Experiment, runs: Sequence[GridRun]) -> None:
             if model.gin_file:
                 continue  # trained from scratch
             raise UserInputError(f"model {model.name}: no checkpoint; bind --gin.{macro}")
-        if not pathlib.Path(model.checkpoint).exists():
+        if not storage.path(model.checkpoint).exists():
             raise UserInputError(f"model {model.name}: checkpoint {model.checkpoint} not found")
 
 
@@ -89,7 +90,7 @@ def train_runs(runs: Sequence[GridRun], train_fn: TrainFn = default_train_fn,
                 outcome.skipped.append(run)
                 console.print(f"{header}: finished earlier, skipped")
                 continue
-            resumed = any(pathlib.Path(run.model_dir).glob("checkpoint_*"))
+            resumed = any(storage.path(run.model_dir).glob("checkpoint_*"))
             console.rule(f"{header}{' (resuming)' if resumed else ''}")
             train_fn(run.gin_files, run.bindings)
         except Exception as error:  # noqa: BLE001 - one failed run must not stop the grid
@@ -97,7 +98,7 @@ def train_runs(runs: Sequence[GridRun], train_fn: TrainFn = default_train_fn,
             outcome.failed.append((run, first_line))
             _write_error_log(run, traceback.format_exc())
             console.print(f"{header}: FAILED ({type(error).__name__}: {first_line}); "
-                          f"details in {pathlib.Path(run.model_dir) / SWEEP_ERROR_LOG}")
+                          f"details in {storage.path(run.model_dir) / SWEEP_ERROR_LOG}")
             continue
         outcome.trained.append(run)
         done = len(outcome.trained)
@@ -110,16 +111,16 @@ def train_runs(runs: Sequence[GridRun], train_fn: TrainFn = default_train_fn,
 
 
 def _write_error_log(run: GridRun, text: str) -> None:
-    directory = pathlib.Path(run.model_dir)
+    directory = storage.path(run.model_dir)
     directory.mkdir(parents=True, exist_ok=True)
     write_text(directory / SWEEP_ERROR_LOG, text)
 
 
-def experiment_dir(experiment: Experiment) -> pathlib.Path:
-    return pathlib.Path(experiment.runs_dir) / experiment.name
+def experiment_dir(experiment: Experiment) -> epath.Path:
+    return storage.path(experiment.runs_dir) / experiment.name
 
 
-def write_choices(experiment: Experiment, choices: Sequence[Choice]) -> pathlib.Path:
+def write_choices(experiment: Experiment, choices: Sequence[Choice]) -> epath.Path:
     """learning_rates.jsonl beside the runs: every group's means and chosen rate."""
     directory = experiment_dir(experiment)
     directory.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,7 @@ def write_choices(experiment: Experiment, choices: Sequence[Choice]) -> pathlib.
     return path
 
 
-def _score(runs: Sequence[GridRun], settings: Any) -> tuple[list[pathlib.Path], list]:
+def _score(runs: Sequence[GridRun], settings: Any) -> tuple[list[epath.Path], list]:
     """Scores each run on the test split; (metrics files written or kept, problems)."""
     from ct5x.evaluation import evaluate_runs
     from ct5x.evaluation.collect import ReportProblem
@@ -140,7 +141,7 @@ def _score(runs: Sequence[GridRun], settings: Any) -> tuple[list[pathlib.Path], 
                      outcome.failed]
         problems += [ReportProblem(str(directory), f"internal error while scoring: {reason}")
                      for directory, reason, _ in outcome.internal_errors]
-        path = pathlib.Path(run.model_dir) / TEST_METRICS_FILE
+        path = storage.path(run.model_dir) / TEST_METRICS_FILE
         if not outcome.failed and not outcome.internal_errors and path.is_file():
             files.append(path)
     return files, problems

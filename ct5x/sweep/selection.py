@@ -14,9 +14,9 @@ taken, and its missing folds are listed all the same.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from collections.abc import Callable, Sequence
 
+from ct5x import storage
 from ct5x.errors import UserInputError
 from ct5x.run_record import SWEEP_ERROR_LOG, read_run_record
 from ct5x.sweep.grid import GridRun
@@ -80,7 +80,7 @@ class Choice:
 
 def run_score(run: GridRun) -> RunScore:
     """A run's validation score from its run.json, or the reason it has none."""
-    directory = pathlib.Path(run.model_dir)
+    directory = storage.path(run.model_dir)
     try:
         record = read_run_record(directory)
     except UserInputError as error:

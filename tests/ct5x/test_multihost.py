@@ -1,7 +1,8 @@
 """N processes give one process's run: 2 processes x 2 simulated CPU devices (jax.distributed on
 localhost, gloo collectives, T5X's flags) against 1 process with 4 devices, with the model axis
 inside the processes (NUM_PARTITIONS 1, 2) and across them (4); both processes killed and started
-again; a wrong --process_count and a peer that never comes end with one line.
+again, with their MODEL_DIR in a bucket of a GCS emulator on localhost (on local disk where the
+emulator cannot start); a wrong --process_count and a peer that never comes end with one line.
 
 Every process is started once: `ct5x sweep run` trains the three NUM_PARTITIONS runs in one
 process (or one pair), and all processes of a phase run at the same time. The network has one
@@ -27,7 +28,9 @@ from training_run import (
     write_experiment,
 )
 
+from ct5x import storage
 from ct5x.checkpoints import load_checkpoint
+from ct5x.checkpoints.train_state import is_committed
 from ct5x.checkpoints.tree import flatten
 from ct5x.sweep.plan import load_runs
 
@@ -102,10 +105,20 @@ def inputs(synthetic_inputs, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(inputs, processes, tmp_path_factory):
+def killed_dir(request, tmp_path_factory) -> str:
+    """MODEL_DIR of the killed run: in the emulated bucket, or on local disk without one."""
+    try:
+        return f"{request.getfixturevalue('gcs_bucket')}/multihost/killed"
+    except pytest.skip.Exception:
+        return str(tmp_path_factory.mktemp("killed"))
+
+
+@pytest.fixture(scope="module")
+def runs(inputs, processes, killed_dir, tmp_path_factory):
     """Phase 1, all at once: the sweep on 1 process x 4 devices, the same sweep on 2 processes x
-    2 devices, and a NUM_PARTITIONS=4 run of 2 processes killed with SIGKILL after its first
-    checkpoint. Returns {"one": runs, "two": runs, "killed": (run, flags)} and the outputs."""
+    2 devices, and a NUM_PARTITIONS=4 run of 2 processes killed with SIGKILL once its first
+    checkpoint has committed. Returns {"one": runs, "two": runs, "killed": (run, flags)} and the
+    outputs."""
     data_dir, checkpoint = inputs
     root = tmp_path_factory.mktemp("multihost")
     models = [{"name": f"np{n}", "checkpoint": str(checkpoint),
@@ -120,7 +133,6 @@ def runs(inputs, processes, tmp_path_factory):
                            devices=2) for i in range(2)]
     _, planned = load_runs(str(experiment), [f"RUNS_DIR='{root / 'two'}'"])
     across = planned[PARTITIONS.index(4)]
-    killed_dir = root / "killed"
     flags = [*(f"--gin_file={name}" for name in across.gin_files),
              *(f"--gin.{binding}" for binding in across.bindings
                if not binding.startswith("MODEL_DIR=")), f"--gin.MODEL_DIR='{killed_dir}'"]
@@ -128,10 +140,11 @@ def runs(inputs, processes, tmp_path_factory):
     victims = [processes.start(f"killed{i}", train_command(flags + _joined(i, port=port)),
                                devices=2) for i in range(2)]
     deadline = time.time() + 300
-    while not (killed_dir / "checkpoint_10").is_dir():
+    first = storage.path(killed_dir) / "checkpoint_10"
+    while not is_committed(first):
         assert all(p.poll() is None for p, _, _ in victims), "the killed run ended early"
-        assert time.time() < deadline, "no checkpoint_10 in time"
-        time.sleep(0.02)
+        assert time.time() < deadline, "checkpoint_10 not committed in time"
+        time.sleep(0.05)
     for victim, _, _ in victims:
         victim.send_signal(signal.SIGKILL)
     outputs = {"one": processes.wait(one), "two": [processes.wait(p) for p in two]}
@@ -148,7 +161,7 @@ def _metrics(model_dir):
 
 
 def _params(model_dir, step=STEPS):
-    return flatten(load_checkpoint(model_dir / f"checkpoint_{step}").params)
+    return flatten(load_checkpoint(storage.path(model_dir) / f"checkpoint_{step}").params)
 
 
 def _worst(expected, found):
@@ -197,7 +210,7 @@ def test_two_processes_give_the_one_process_run(runs, partitions):
 
 def test_both_processes_killed_and_restarted_end_with_the_uninterrupted_run(runs, processes):
     killed_dir, flags = runs["killed"]
-    run_file = killed_dir / "run.json"
+    run_file = storage.path(killed_dir) / "run.json"
     assert not run_file.is_file() or not json.loads(run_file.read_text())["finished"]
     port = _port()
     restarted = [processes.start(f"restarted{i}", train_command(flags + _joined(i, port=port)),

@@ -11,24 +11,20 @@ import time
 import numpy as np
 import pytest
 from data_paths import SHARED_DATA
-from training_run import REPO, fixture_data, gin_flags, run_train, subprocess_env, train_command
+from training_run import (
+    REFERENCE_MACROS,
+    REPO,
+    fixture_data,
+    gin_flags,
+    run_train,
+    subprocess_env,
+    train_command,
+)
 
 from ct5x import train
 from ct5x.checkpoints import load_checkpoint
 from ct5x.checkpoints.tree import flatten
 from ct5x.run_record import read_run_record
-
-REFERENCE_MACROS = {"TRAIN_STEPS": 24, "EVAL_PERIOD": 12, "LOG_PERIOD": 1, "CHECKPOINT_PERIOD": 4,
-                    "EVAL_EXAMPLES": 16}
-
-
-@pytest.fixture(scope="module")
-def reference_run(synthetic_inputs, tmp_path_factory):
-    """An uninterrupted run in its own process, as the killed one runs: (model_dir, run.json)."""
-    model_dir = tmp_path_factory.mktemp("runs") / "reference"
-    result = run_train(gin_flags(model_dir, *synthetic_inputs, **REFERENCE_MACROS))
-    assert result.returncode == 0, result.stderr[-2000:]
-    return model_dir, json.loads((model_dir / "run.json").read_text())
 
 
 def _metrics(model_dir):

@@ -15,6 +15,10 @@ TINY_HF_CONFIG = {
     "num_heads": 4, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
     "dropout_rate": 0.1, "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1,
 }
+# The run test_train.py and test_storage.py kill and compare: 24 steps, a checkpoint every 4,
+# evaluations at 12 and 24.
+REFERENCE_MACROS = {"TRAIN_STEPS": 24, "EVAL_PERIOD": 12, "LOG_PERIOD": 1, "CHECKPOINT_PERIOD": 4,
+                    "EVAL_EXAMPLES": 16}
 DISEASES = ["diabetes", "hypertension", "cancer", "tumour", "syndrome", "deficiency"]
 
 

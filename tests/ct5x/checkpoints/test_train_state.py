@@ -1,5 +1,6 @@
-"""Train-state checkpoints: T5X's Orbax layout, exact restore, a kill mid-save that leaves the
-previous checkpoint usable, and pruning that keeps the best and the newest."""
+"""Train-state checkpoints: T5X's Orbax layout, exact restore, saves in the background committed by
+Orbax's marker, a kill mid-save or mid-delete that leaves the previous checkpoint usable, and
+pruning that keeps the best and the newest."""
 
 import json
 
@@ -80,23 +81,61 @@ def test_saved_state_keeps_t5x_state_dict_names_and_loads_as_a_checkpoint(params
 
 
 def test_kill_during_save_leaves_the_previous_checkpoint_usable(params, tmp_path, monkeypatch):
+    """A save whose commit never comes (the process died after Orbax wrote the arrays) is
+    ignored, then removed by the next run; an older ct5x's staging folder is removed too."""
+    from orbax.checkpoint._src.path import atomicity
+
     first = _save(tmp_path, params, 1)
 
-    def killed(*args, **kwargs):  # the process dies after Orbax wrote the arrays
-        raise SystemExit("killed")
+    async def killed(self):
+        raise SystemExit("killed before the commit marker")
 
-    monkeypatch.setattr(train_state, "data_position_file", killed)
+    monkeypatch.setattr(atomicity.CommitFileTemporaryPath, "finalize", killed)
     with pytest.raises(SystemExit):
         _save(tmp_path, params, 2)
     monkeypatch.undo()
-    assert (tmp_path / ".checkpoint_2.tmp").is_dir()
+    assert (tmp_path / "checkpoint_2" / "state" / "manifest.ocdbt").is_file()
+    assert not (tmp_path / "checkpoint_2" / "state" / train_state.COMMIT_MARKER).exists()
     assert train_state.complete_steps(tmp_path) == [1]
     restored = train_state.restore_train_state(tmp_path / "checkpoint_1", _abstract(first))
     np.testing.assert_array_equal(np.asarray(restored["state"]["step"]), 1)
-    assert train_state.remove_partial_saves(tmp_path) == [".checkpoint_2.tmp"]
-    assert not (tmp_path / ".checkpoint_2.tmp").exists()
+    (tmp_path / ".checkpoint_3.tmp").mkdir()
+    (tmp_path / "checkpoint_9").mkdir()  # another tool's folder: not ours to remove
+    (tmp_path / "checkpoint_9" / "checkpoint").write_bytes(b"")
+    assert train_state.remove_partial_saves(tmp_path) == [".checkpoint_3.tmp", "checkpoint_2"]
+    assert not (tmp_path / "checkpoint_2").exists() and (tmp_path / "checkpoint_9").is_dir()
     _save(tmp_path, params, 2)
     assert train_state.complete_steps(tmp_path) == [1, 2]
+
+
+def test_writer_saves_in_the_background_and_says_when_it_committed(params, tmp_path):
+    writer = train_state.CheckpointWriter()
+    assert writer.committed() and writer.wait() is None
+    writer.start(tmp_path, 4, _tree(params, 4), {"step": 4})
+    with pytest.raises(RuntimeError, match="not waited for"):
+        writer.start(tmp_path, 5, _tree(params, 5), {"step": 5})
+    assert writer.wait() == 4 and writer.committed()
+    assert train_state.complete_steps(tmp_path) == [4]
+    writer.close()
+
+
+def test_a_pruned_step_loses_its_marker_first(params, tmp_path, monkeypatch):
+    """A kill mid-delete (here: the folder's removal fails after the marker went) leaves a step
+    that is not complete and that the next run removes."""
+    from etils import epath
+
+    for step in (1, 2):
+        _save(tmp_path, params, step)
+
+    def killed(self, missing_ok=False):
+        raise SystemExit("killed mid-delete")
+
+    monkeypatch.setattr(type(epath.Path(tmp_path)), "rmtree", killed)
+    with pytest.raises(SystemExit):
+        train_state.prune_checkpoints(tmp_path, keep=1, protect=set())
+    monkeypatch.undo()
+    assert train_state.complete_steps(tmp_path) == [2]
+    assert train_state.remove_partial_saves(tmp_path) == ["checkpoint_1"]
 
 
 def test_prune_keeps_the_best_and_the_newest(params, tmp_path):

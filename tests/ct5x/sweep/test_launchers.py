@@ -56,6 +56,10 @@ def test_double_quoting_round_trips():
 EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "launch" / "examples"
 EXAMPLE_BINDINGS = ['--gin.DATA_DIR="/data/clinical"',
                     '--gin.FLAN_T5_CHECKPOINT="/ckpt/flan-t5-large"']
+# A TPU VM's workers share a bucket: data, checkpoints and runs are in it.
+TPU_BINDINGS = ['--gin.RUNS_DIR="gs://my-bucket/runs"',
+                '--gin.DATA_DIR="gs://my-bucket/data/clinical"',
+                '--gin.FLAN_T5_CHECKPOINT="gs://my-bucket/ckpt/flan-t5-large"']
 
 
 def test_committed_examples_are_what_the_generators_write(tmp_path):
@@ -63,7 +67,7 @@ def test_committed_examples_are_what_the_generators_write(tmp_path):
                  str(tmp_path / "slurm"), "--partition", "gpu", *EXAMPLE_BINDINGS]) == 0
     assert main(["sweep", "tpu", "gin/experiments/in_domain.gin", "--out", str(tmp_path / "tpu"),
                  "--tpu", "my-v4-32", "--zone", "us-central2-b", "--project", "my-project",
-                 *EXAMPLE_BINDINGS]) == 0
+                 *TPU_BINDINGS]) == 0
     for generated in sorted(tmp_path.rglob("*.s*")):
         example = EXAMPLES / generated.relative_to(tmp_path)
         assert example.read_text() == generated.read_text(), example
