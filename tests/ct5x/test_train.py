@@ -258,6 +258,7 @@ from ct5x import partitioning, train
 from ct5x.checkpoints import load_checkpoint, train_state
 from ct5x.models import EncoderDecoderModel
 from ct5x.optimizers import OptimizerSettings, make_optimizer
+from ct5x.trainer import Trainer
 files, bindings, model_dir = json.loads(sys.argv[1])
 train.run(files, bindings)
 checkpoint = load_checkpoint(model_dir + "/checkpoint_20")
