@@ -170,6 +170,7 @@ def write_study_data(args: argparse.Namespace, data_dir: pathlib.Path, vocabular
                      out: pathlib.Path) -> dict[str, str]:
     """The fold's prompts and targets as the registered task makes them, one JSONL per split."""
     os.environ.update(CT5X_DATA_DIR=str(data_dir), CT5X_VOCABULARY=vocabulary)
+    import ct5x_tasks.registration  # noqa: F401  (registers the tasks with SeqIO)
     from ct5x.data_pipeline import task_examples
 
     out.mkdir(parents=True, exist_ok=True)

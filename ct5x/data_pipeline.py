@@ -11,6 +11,11 @@ Every process reads the whole training split, so the global batch of step k does
 the number of processes or the mesh; a process builds only its data shard of it (the rows
 `partitioning.DataLayout` gives it), and processes of one model-parallel group build the same rows.
 A run on N processes therefore sees the batches a run on one process sees.
+
+Rows are built at the full feature lengths; `TrainingStream.execution` cuts the batches of one
+execution to the smallest bucket pair (`ct5x.length_buckets`) that holds the first of them, found
+from the whole global batch so that every process pads alike. Padding changes how much is
+computed, never which examples make batch k.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import seqio
 import tensorflow as tf
 
 from ct5x.errors import UserInputError
+from ct5x.length_buckets import BucketPair, LengthBuckets
 
 Batch = dict[str, np.ndarray]
 
@@ -31,7 +37,8 @@ Batch = dict[str, np.ndarray]
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
     """Which task, split lengths and batching, and which data shard of every global batch of
-    `batch_size` rows this process builds (`partitioning.DataLayout`)."""
+    `batch_size` rows this process builds (`partitioning.DataLayout`); `buckets` None: every
+    batch at the full feature lengths."""
 
     task_name: str
     feature_lengths: Mapping[str, int]
@@ -40,6 +47,7 @@ class DataSettings:
     pack: bool = False
     shard_index: int = 0
     num_shards: int = 1
+    buckets: LengthBuckets | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -138,6 +146,7 @@ class TrainingStream:
         )
         self._epoch_starts = [0]  # stream offset of each epoch's first row, grown lazily
         self._cache: dict[int, Batch] = {}
+        self._buckets: dict[int, BucketPair] = {}  # the last batch's, asked for twice in a row
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.settings.seed, epoch]).permutation(self.num_examples)
@@ -180,10 +189,8 @@ class TrainingStream:
         epoch, row = self._locate(step * self.settings.batch_size)
         return epoch + row / self.rows_per_epoch(epoch)
 
-    def batch(self, step: int) -> Batch:
-        """This process's data shard of global batch `step`."""
-        size = self.settings.host_batch_size
-        offset = step * self.settings.batch_size + self.settings.shard_index * size
+    def _rows(self, offset: int, size: int) -> Batch:
+        """`size` consecutive rows of the stream from `offset`, across epoch boundaries."""
         pieces, wanted = [], size
         while wanted:
             epoch, row = self._locate(offset)
@@ -192,6 +199,33 @@ class TrainingStream:
             pieces.append({key: value[row:row + take] for key, value in rows.items()})
             offset, wanted = offset + take, wanted - take
         return {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
+
+    def batch(self, step: int) -> Batch:
+        """This process's data shard of global batch `step`, at the full feature lengths."""
+        size = self.settings.host_batch_size
+        return self._rows(step * self.settings.batch_size + self.settings.shard_index * size,
+                          size)
+
+    def bucket(self, step: int) -> BucketPair:
+        """The smallest bucket pair that holds global batch `step` (every process finds the same:
+        each reads the whole training split)."""
+        buckets = self.settings.buckets
+        if buckets is None:
+            lengths = self.settings.feature_lengths
+            return BucketPair(lengths["inputs"], lengths["targets"])
+        if step not in self._buckets:
+            size = self.settings.batch_size
+            self._buckets = {step: buckets.fit(self._rows(step * size, size))}
+        return self._buckets[step]
+
+    def execution(self, step: int, count: int) -> list[Batch]:
+        """This process's shards of batches `step`, `step` + 1, ... for one execution: at most
+        `count` of them, as long as each fits the first one's bucket pair, all cut to that pair."""
+        pair = self.bucket(step)
+        steps = 1
+        while steps < count and pair.holds(self.bucket(step + steps)):
+            steps += 1
+        return [pair.trim(self.batch(index)) for index in range(step, step + steps)]
 
 
 def pad_batches(features: Batch, batch_size: int) -> list[tuple[Batch, int]]:

@@ -1,15 +1,17 @@
-"""`predict` and `score` over JSONL files: read, tokenize, batch at fixed shapes, write atomically.
+"""`predict` and `score` over JSONL files: read, tokenize, batch by length, write atomically.
 
-Every batch is padded to the same [batch_size, length] shape (dummy all-padding rows fill the last
-one), so the whole file compiles once (the model's functions are jitted here) and an example's
-result does not depend on its neighbours.
+Examples are sorted by input length and batched; each batch is padded to the smallest length
+bucket (`ct5x.length_buckets`) that holds its longest row, with dummy all-padding rows filling the
+last one, so the file compiles one program per bucket that occurs (the model's functions are jitted
+here). Padding is masked, so an example's result does not depend on its neighbours; the results
+are written in the file's order.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -17,6 +19,12 @@ import numpy as np
 
 from ct5x.errors import UserInputError
 from ct5x.jsonl import read_values, write_atomic
+from ct5x.length_buckets import (
+    DEFAULT_LENGTH_BUCKETS,
+    feature_buckets,
+    length_sorted_batches,
+    smallest_fit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +55,6 @@ def pad_rows(rows: Sequence[Sequence[int]], length: int, count: int) -> np.ndarr
     return out
 
 
-def batches(count: int, batch_size: int) -> Iterator[slice]:
-    for start in range(0, count, batch_size):
-        yield slice(start, min(start + batch_size, count))
-
-
 def truncate(token_rows: list[list[int]], max_length: int | None, what: str) -> int:
     """Cuts rows longer than `max_length` (keeping EOS last); returns the longest length left."""
     if max_length is None:
@@ -71,6 +74,14 @@ def round_up(length: int, multiple: int = 8) -> int:
     return -(-length // multiple) * multiple
 
 
+def bucket_rows(rows: Sequence[Sequence[int]], indices: np.ndarray, lengths: Sequence[int],
+                batch_size: int) -> np.ndarray:
+    """[batch_size, length] of the rows at `indices` (then all-padding rows), `length` the
+    smallest of the ascending `lengths` that holds the longest of them."""
+    picked = [rows[i] for i in indices]
+    return pad_rows(picked, smallest_fit(max(len(row) for row in picked), lengths), batch_size)
+
+
 def predict_file(
     model,
     params,
@@ -81,24 +92,24 @@ def predict_file(
     batch_size: int = 8,
     max_input_length: int | None = None,
     with_scores: bool = False,
+    buckets: Sequence[int] | None = DEFAULT_LENGTH_BUCKETS,
 ) -> list[dict[str, Any]]:
     """Writes each input object plus "prediction" (and with `with_scores`, "score": the
     sequence score of `predict_batch_with_aux`), and returns those objects."""
     records = read_jsonl(input_path, ["inputs"])
     config = model.config
     inputs = tokenize(vocabulary, [r["inputs"] for r in records], config.eos_id)
-    length = round_up(truncate(inputs, max_input_length, "inputs"))
+    lengths = feature_buckets(buckets, round_up(truncate(inputs, max_input_length, "inputs")))
     predict = jax.jit(model.predict_batch_with_aux, static_argnames="options")
-    outputs = []
-    for part in batches(len(records), batch_size):
-        encoder_tokens = pad_rows(inputs[part], length, batch_size)
+    outputs: list[dict[str, Any]] = [{} for _ in records]
+    for indices in length_sorted_batches([len(row) for row in inputs], batch_size):
+        encoder_tokens = bucket_rows(inputs, indices, lengths, batch_size)
         decoded, aux = predict(params, {"encoder_input_tokens": encoder_tokens}, options)
         decoded, scores = np.asarray(decoded), np.asarray(aux["scores"])
-        for record, ids, score in zip(records[part], decoded, scores):
-            output = {**record, "prediction": vocabulary.decode(ids.tolist())}
+        for index, ids, score in zip(indices, decoded, scores):
+            outputs[index] = {**records[index], "prediction": vocabulary.decode(ids.tolist())}
             if with_scores:
-                output["score"] = float(score)
-            outputs.append(output)
+                outputs[index]["score"] = float(score)
     write_atomic(output_path, outputs)
     return outputs
 
@@ -111,6 +122,7 @@ def score_file(
     output_path: str,
     batch_size: int = 8,
     max_input_length: int | None = None,
+    buckets: Sequence[int] | None = DEFAULT_LENGTH_BUCKETS,
 ) -> list[dict[str, Any]]:
     """Writes each input object plus "log_likelihood" of its targets (EOS included), and returns
     those objects."""
@@ -118,20 +130,23 @@ def score_file(
     config = model.config
     inputs = tokenize(vocabulary, [r["inputs"] for r in records], config.eos_id)
     targets = tokenize(vocabulary, [r["targets"] for r in records], config.eos_id)
-    input_length = round_up(truncate(inputs, max_input_length, "inputs"))
-    target_length = round_up(truncate(targets, None, "targets"))
+    input_lengths = feature_buckets(
+        buckets, round_up(truncate(inputs, max_input_length, "inputs")))
+    target_lengths = feature_buckets(buckets, round_up(truncate(targets, None, "targets")))
     decoder_inputs = [[config.decoder_start_id] + row[:-1] for row in targets]
     score_batch = jax.jit(model.score_batch)
-    outputs = []
-    for part in batches(len(records), batch_size):
+    outputs: list[dict[str, Any]] = [{} for _ in records]
+    for indices in length_sorted_batches([len(row) for row in inputs], batch_size):
         batch = {
-            "encoder_input_tokens": pad_rows(inputs[part], input_length, batch_size),
-            "decoder_input_tokens": pad_rows(decoder_inputs[part], target_length, batch_size),
-            "decoder_target_tokens": pad_rows(targets[part], target_length, batch_size),
+            key: bucket_rows(rows, indices, bucket_lengths, batch_size)
+            for key, rows, bucket_lengths in (
+                ("encoder_input_tokens", inputs, input_lengths),
+                ("decoder_input_tokens", decoder_inputs, target_lengths),
+                ("decoder_target_tokens", targets, target_lengths))
         }
         batch["decoder_loss_weights"] = (batch["decoder_target_tokens"] > 0).astype(np.float32)
         scores = np.asarray(score_batch(params, batch))
-        for record, score in zip(records[part], scores):
-            outputs.append({**record, "log_likelihood": float(score)})
+        for index, score in zip(indices, scores):
+            outputs[index] = {**records[index], "log_likelihood": float(score)}
     write_atomic(output_path, outputs)
     return outputs

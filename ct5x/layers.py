@@ -55,7 +55,11 @@ def dropout(
     keep_prob = 1.0 - rate
     mask_shape = [1 if axis in {d % x.ndim for d in broadcast_dims} else size
                   for axis, size in enumerate(x.shape)]
-    keep = jnp.broadcast_to(jax.random.bernoulli(key, keep_prob, mask_shape), x.shape)
+    # Drawn with the last axis first: under JAX's (default) partitionable threefry, element i of
+    # a longer last axis then gets the same bit as in a shorter one, so attention weights over
+    # keys padded to another length bucket keep the real keys' masks.
+    drawn = jax.random.bernoulli(key, keep_prob, [mask_shape[-1], *mask_shape[:-1]])
+    keep = jnp.broadcast_to(jnp.moveaxis(drawn, 0, -1), x.shape)
     return jax.lax.select(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
 

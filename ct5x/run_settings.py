@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 
 from ct5x.errors import UserInputError
+from ct5x.length_buckets import DEFAULT_LENGTH_BUCKETS, check_buckets
 from ct5x.models import LossOptions
 from ct5x.optimizers import OptimizerSettings
 
@@ -45,6 +46,9 @@ class RunSettings:
     steps_per_execution: int | None = None
     model_name: str | None = None
     pack: bool = False
+    # Each batch is padded to the smallest of these lengths (and the feature length) that holds
+    # its longest input and target (ct5x.length_buckets); None: always the feature lengths.
+    length_buckets: tuple[int, ...] | None = DEFAULT_LENGTH_BUCKETS
     # Newest checkpoints kept besides the best one.
     keep_checkpoints: int = 1
     # Stop after this many evaluations without a better selection metric (None: never).
@@ -94,6 +98,7 @@ class RunSettings:
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise UserInputError(f"gin: {name}={value} must be positive")
+        check_buckets(self.length_buckets)
         if self.train_steps is None and self.epochs is None:
             raise UserInputError("gin: set TRAIN_STEPS or EPOCHS")
         if self.task_feature_lengths is not None and (

@@ -23,6 +23,7 @@ from ct5x.checkpoints.tree import flatten
 from ct5x.config import T5Config
 from ct5x.data_pipeline import DataSettings, TrainingStream
 from ct5x.errors import UserInputError
+from ct5x.length_buckets import LengthBuckets
 from ct5x.models import DecodingOptions, EncoderDecoderModel, LossOptions
 from ct5x.optimizers import make_optimizer, make_schedule
 from ct5x.run_directory import RunDirectory
@@ -162,6 +163,17 @@ def _loss_options(settings: RunSettings, info: Any, lengths: dict, anchor: bool)
     return dataclasses.replace(settings.loss, loss_on_padding=study.loss_on_padding)
 
 
+def _length_buckets(settings: RunSettings, lengths: dict, loss: LossOptions
+                    ) -> LengthBuckets | None:
+    """LENGTH_BUCKETS for the run's feature lengths; the targets stay at their full length when
+    the loss counts padded target positions (a loss over the label padding, or a divisor of
+    batch x target length), which a shorter bucket would change."""
+    if settings.length_buckets is None:
+        return None
+    fixed = loss.loss_on_padding or loss.loss_normalizing_factor == "NUM_TOTAL_TARGET_TOKENS"
+    return LengthBuckets.for_lengths(settings.length_buckets, lengths, fixed_targets=fixed)
+
+
 def _state_bytes(model: EncoderDecoderModel, settings: RunSettings) -> int:
     """Bytes of one saved training state: parameters and optimizer state (its layout does not
     depend on the schedule's length)."""
@@ -212,9 +224,10 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     vocabulary = _install_vocabulary(directory, settings, checkpoint)
     directory.write_text(CONFIG_FILE, config_json(config).decode())
     multihost.barrier("ct5x:vocabulary")  # every process reads the tasks with this vocabulary
+    buckets = _length_buckets(settings, lengths, loss)
     stream = TrainingStream(DataSettings(
         info.name, lengths, settings.batch_size, settings.random_seed, settings.pack,
-        layout.shard_id, layout.num_shards))
+        layout.shard_id, layout.num_shards, buckets))
     train_examples = stream.num_examples
     train_steps = settings.steps_for(train_examples)
     multihost.say(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
@@ -231,7 +244,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     options = DecodingOptions(num_beams=info.num_beams,
                               max_decode_length=info.decode_length_for(lengths["targets"]),
                               length_penalty_style="hf_4.22" if anchor else "hf")
-    validator = Validator(info.name, lengths, eval_batch_size, options, settings.eval_examples)
+    validator = Validator(info.name, lengths, eval_batch_size, options, settings.eval_examples,
+                          buckets)
     record = _run_record(settings, info, checkpoint_path, lengths, vocabulary, train_examples,
                          train_steps, eval_batch_size)
     previous = directory.read_run()

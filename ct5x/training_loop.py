@@ -282,15 +282,16 @@ def _train(run: Run, initial_params: Any) -> dict[str, Any]:
     pending: tuple | None = None  # the execution before: read once the next is on its way
     executions = 0
     while step < run.train_steps and not stopped:
-        count = min(run.trainer.steps_per_execution, _next_stop(run, step) - step)
-        batches = [run.stream.batch(index) for index in range(step, step + count)]
+        # Up to STEPS_PER_EXECUTION batches that share one length bucket.
+        batches = run.stream.execution(
+            step, min(run.trainer.steps_per_execution, _next_stop(run, step) - step))
         state, metrics = run.trainer.train(state, batches)
         if "first_step" not in timing.current().marks:
             jax.block_until_ready(metrics.values)
             timing.mark("first_step")
         if pending is not None:
             log.record(*pending)
-        pending, step = (step, batches, metrics), step + count
+        pending, step = (step, batches, metrics), step + len(batches)
         executions += 1
         _commit(run, wait=False)
         if multihost.preemption_sync_point(executions):

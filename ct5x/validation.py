@@ -4,7 +4,10 @@ The decoded text and the targets go through the task's own SeqIO postprocessor a
 functions, so every registered task (the user's included) is scored as `ct5x metrics` scores it.
 Every process holds the whole split and goes through it in batches of EVAL_BATCH_SIZE rows; each
 scores and decodes its data shard of a batch (the training data layout), and every process gets
-the whole batch's results back, so all compute the same metrics.
+the whole batch's results back, so all compute the same metrics. The batches hold examples of
+about one input length (sorted once), each padded to its length bucket, so that a batch computes
+about what its longest example needs and its greedy or beam search ends as soon as its own rows
+have; the predictions go back to the split's order.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import seqio
 from ct5x import data_pipeline
 from ct5x.errors import UserInputError
 from ct5x.jsonl import write_atomic
+from ct5x.length_buckets import LengthBuckets, length_sorted_batches, used_lengths
 from ct5x.models import DecodingOptions
 from ct5x.trainer import Trainer
 
@@ -34,7 +38,8 @@ class Validator:
     """Holds one task's validation examples and scores parameters on them."""
 
     def __init__(self, task_name: str, feature_lengths: Mapping[str, int], eval_batch_size: int,
-                 options: DecodingOptions, limit: int | None = None):
+                 options: DecodingOptions, limit: int | None = None,
+                 buckets: LengthBuckets | None = None):
         self.task = seqio.get_mixture_or_task(task_name)
         # A fixed seed: random preprocessors (span corruption) give every evaluation the same set.
         examples = data_pipeline.task_examples(task_name, "validation", feature_lengths, seed=0)
@@ -44,8 +49,15 @@ class Validator:
             raise UserInputError(f"task {task_name}: its validation split has no examples")
         self.examples = examples
         self.options = options
+        buckets = buckets or LengthBuckets.for_lengths(None, feature_lengths)
         features = data_pipeline.convert(examples, feature_lengths, pack=False)
-        self.batches = data_pipeline.pad_batches(features, eval_batch_size)
+        # [(example indices, batch cut to its bucket pair, real rows)], by input length.
+        self.batches = []
+        for indices in length_sorted_batches(used_lengths(features["encoder_input_tokens"]),
+                                             eval_batch_size):
+            rows = {key: value[indices] for key, value in features.items()}
+            (batch, real), = data_pipeline.pad_batches(rows, eval_batch_size)
+            self.batches.append((indices, buckets.fit(batch).trim(batch), real))
         self.vocabulary = self.task.output_features["targets"].vocabulary
 
     def _decode(self, tokens: np.ndarray) -> str:
@@ -66,13 +78,14 @@ class Validator:
 
     def run(self, trainer: Trainer, params: Any) -> ValidationResult:
         """validation loss (mean negative log-likelihood per target token) and task metrics."""
-        log_likelihood, tokens, decoded = 0.0, 0, []
-        for batch, real in self.batches:
+        log_likelihood, tokens, decoded = 0.0, 0, [""] * len(self.examples)
+        for indices, batch, real in self.batches:
             scores = trainer.score(params, batch)[:real]
             log_likelihood += float(np.sum(scores))
             tokens += int(np.sum(batch["decoder_loss_weights"][:real] > 0))
             predicted = trainer.predict(params, batch, self.options)[:real]
-            decoded.extend(self._decode(row) for row in predicted)
+            for index, row in zip(indices, predicted):
+                decoded[index] = self._decode(row)
         targets, predictions, records = [], [], []
         postprocess = self.task.postprocess_fn
         for example, text in zip(self.examples, decoded):

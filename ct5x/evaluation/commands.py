@@ -27,6 +27,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         anchor_compatible=args.anchor_compatible,
         length_penalty_style=args.length_penalty_style,
         alpha=args.alpha,
+        max_input_length=args.max_input_length,
+        max_decode_length=args.max_decode_length,
     )
     outcome = evaluate_runs(args.runs, settings, show_progress=not args.no_progress)
     for directory, reason in outcome.failed:
@@ -90,6 +92,13 @@ def register_command(commands) -> None:
                                "in its mode) or t5x")
     evaluate.add_argument("--alpha", type=float, default=None,
                           help="length penalty: HF's exponent (1.0) or T5X's alpha (0.6)")
+    evaluate.add_argument("--max-input-length", type=positive_int, default=None,
+                          help="truncate inputs to this many tokens (default: each run's "
+                               "TASK_FEATURE_LENGTHS inputs, as it trained)")
+    evaluate.add_argument("--max-decode-length", type=positive_int, default=None,
+                          help="decode up to this many tokens (default: each run's "
+                               "TASK_FEATURE_LENGTHS targets; either way capped at the task's "
+                               "decoding length, the study's cap in anchor mode)")
     evaluate.add_argument("--no-progress", action="store_true", help="draw no progress bars")
     evaluate.add_argument("--compilation-cache-dir", default=None,
                           help="a folder for JAX's persistent compilation cache, so that a later "

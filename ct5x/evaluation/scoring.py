@@ -1,5 +1,9 @@
 """`evaluate_runs`: decode each finished run's test split with its best checkpoint and score it,
-as the run was trained: its recorded data locations, anchor mode and scoring.
+as the run was trained: its recorded data locations, anchor mode, scoring and feature lengths
+(inputs truncated to the run's input length, decoding up to its target length, as the study's
+`generation_max_length` did; capped as in training by the task's decoding length), unless the
+user overrides the lengths. Examples are decoded in batches of about one input length, each
+padded to its length bucket, and written back in the split's order.
 
 Beside each run.json it writes `predictions.jsonl` (id, prediction, target; the input only on
 request) and `metrics.json`. A run already scored at the same checkpoint step is skipped unless
@@ -28,8 +32,9 @@ from ct5x.checkpoints import load_checkpoint
 from ct5x.errors import UserInputError
 from ct5x.evaluation.progress import EvaluationProgress
 from ct5x.evaluation.splits import EvaluationSplit, build_split, setting_name, split_sha256
-from ct5x.inference import batches, pad_rows, round_up
+from ct5x.inference import bucket_rows
 from ct5x.jsonl import write_atomic
+from ct5x.length_buckets import DEFAULT_LENGTH_BUCKETS, feature_buckets, length_sorted_batches
 from ct5x.models import DecodingOptions, EncoderDecoderModel
 from ct5x.run_record import (
     PREDICTIONS_FILE,
@@ -68,6 +73,12 @@ class EvaluationSettings:
     # DecodingOptions.
     length_penalty_style: str | None = None
     alpha: float | None = None
+    # None: the run's TASK_FEATURE_LENGTHS (run.json). The decoding length is capped as in
+    # training: at the task's target length, or the study's cap in anchor mode.
+    max_input_length: int | None = None
+    max_decode_length: int | None = None
+    # Input lengths a decoding batch is padded to (ct5x.length_buckets); None: the input length.
+    length_buckets: tuple[int, ...] | None = DEFAULT_LENGTH_BUCKETS
 
 
 DEFAULT_BATCH_SIZE = 8
@@ -156,18 +167,32 @@ def predictor(model: EncoderDecoderModel, options: DecodingOptions) -> Callable:
 
 
 def decode(model, params, vocabulary, split_data: EvaluationSplit, options: DecodingOptions,
-           batch_size: int, advance: Callable[[int], None]) -> list[str]:
-    """The decoded text of every example, in batches of one fixed [batch_size, length] shape."""
-    length = round_up(max(len(row) for row in split_data.input_tokens))
+           batch_size: int, advance: Callable[[int], None],
+           buckets: tuple[int, ...] | None = DEFAULT_LENGTH_BUCKETS) -> list[str]:
+    """The decoded text of every example, in the split's order: batches of `batch_size` rows of
+    about one input length, each padded to the smallest bucket that holds its longest input (the
+    split's input length when `buckets` is None)."""
+    lengths = [len(row) for row in split_data.input_tokens]
+    inputs = feature_buckets(buckets, split_data.input_length)
     predict = predictor(model, options)
-    predictions = []
-    for part in batches(len(split_data.ids), batch_size):
-        tokens = pad_rows(split_data.input_tokens[part], length, batch_size)
+    predictions = [""] * len(lengths)
+    for indices in length_sorted_batches(lengths, batch_size):
+        tokens = bucket_rows(split_data.input_tokens, indices, inputs, batch_size)
         decoded = np.asarray(predict(params, tokens))
-        rows = decoded[: part.stop - part.start]
-        predictions.extend(vocabulary.decode(row.tolist()) for row in rows)
-        advance(part.stop - part.start)
+        for index, row in zip(indices, decoded):
+            predictions[index] = vocabulary.decode(row.tolist())
+        advance(len(indices))
     return predictions
+
+
+def run_lengths(record: RunRecord, settings: EvaluationSettings) -> dict[str, int]:
+    """The feature lengths a run is scored at: its TASK_FEATURE_LENGTHS, or the user's."""
+    lengths = dict(record.task_feature_lengths)
+    for key, value in (("inputs", settings.max_input_length),
+                       ("targets", settings.max_decode_length)):
+        if value is not None:
+            lengths[key] = value
+    return lengths
 
 
 def score(task: str, scored_as: str | None, targets: list, predictions: list[str],
@@ -223,6 +248,7 @@ def metrics_record(record: RunRecord, split_data: EvaluationSplit, targets_diges
         "scored_as": scored_as,
         "count_metrics": list(scoring.count_metrics if scoring else ()),
         "num_folds": record.num_folds,
+        "max_input_length": split_data.input_length,
         "decoding": dataclasses.asdict(options),
         "anchor_compatible": anchor_compatible,
         "metrics": metrics,
@@ -249,12 +275,13 @@ def evaluate_run(directory: pathlib.Path, record: RunRecord, settings: Evaluatio
     with ct5x_tasks.settings(**locations, anchor_compatible=anchor_compatible,
                              vocabulary_path=checkpoint.vocabulary_path,
                              extra_ids=vocabulary.extra_ids):
-        split_data = build_split(task, settings.split)
+        lengths = run_lengths(record, settings)
+        split_data = build_split(task, settings.split, lengths)
         # A schema-1 record names no scoring: the registered task's, looked up by exact name.
         scored_as = record.scored_as if record.schema_version >= 2 else split_data.task.scored_as
         options = DecodingOptions(
             num_beams=split_data.task.num_beams,
-            max_decode_length=split_data.task.decode_length,
+            max_decode_length=split_data.task.decode_length_for(lengths["targets"]),
             length_penalty_style=settings.length_penalty_style or (
                 "hf_4.22" if anchor_compatible else "hf"),
             alpha=settings.alpha,
@@ -264,7 +291,8 @@ def evaluate_run(directory: pathlib.Path, record: RunRecord, settings: Evaluatio
         with timing.phase("test_prediction"):
             predictions = decode(model, jax.device_put(checkpoint.params), vocabulary,
                                  split_data, options,
-                                 settings.batch_size or run_batch_size(record), advance)
+                                 settings.batch_size or run_batch_size(record), advance,
+                                 settings.length_buckets)
         metrics = score(task, scored_as, split_data.targets, predictions, anchor_compatible)
     lines = []
     for i, prediction in enumerate(predictions):

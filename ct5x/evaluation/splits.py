@@ -2,8 +2,9 @@
 
 `build_split` reads the task settings in force: `scoring` applies the run's recorded data
 locations, anchor mode and vocabulary as a `ct5x_tasks.settings` block around it. The examples come
-in the source's order (no shuffling); inputs are tokenized, truncated to the task's input length
-(the registry logs how many were cut; none is dropped) and end with EOS.
+in the source's order (no shuffling); inputs are tokenized, truncated to the given input length
+(the run's; by default the task's; the registry logs how many were cut; none is dropped) and end
+with EOS.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ class EvaluationSplit:
     split: str
     ids: list[str]
     inputs: list[str]
-    # [example] EOS-terminated token ids, at most task.input_length long.
+    # [example] EOS-terminated token ids, at most input_length long.
     input_tokens: list[list[int]]
     # The target text, or for RadQA every gold answer (the form `ct5x metrics` reads).
     targets: list[Target]
+    # What the inputs were truncated to.
+    input_length: int
 
 
 def setting_name(variant: ct5x_tasks.Variant) -> str:
@@ -67,10 +70,12 @@ def _target(example: Mapping[str, Any]) -> Target:
     return _text(example["targets_pretokenized"])
 
 
-def build_split(task_name: str, split: str = "test") -> EvaluationSplit:
-    """The split of a registered task with the task settings in force."""
+def build_split(task_name: str, split: str = "test",
+                lengths: Mapping[str, int] | None = None) -> EvaluationSplit:
+    """The split of a registered task with the task settings in force, tokenized to `lengths`
+    ({"inputs": n, "targets": m}; by default the task's)."""
     info = ct5x_tasks.task_info(task_name)
-    lengths = {"inputs": info.input_length, "targets": info.target_length}
+    lengths = dict(lengths or {"inputs": info.input_length, "targets": info.target_length})
     dataset = ct5x_tasks.get_provider(task_name).get_dataset(
         lengths, split=split, use_cached=False, shuffle=False, num_epochs=1
     )
@@ -84,4 +89,4 @@ def build_split(task_name: str, split: str = "test") -> EvaluationSplit:
         raise UserInputError(f"task {task_name!r}: the {split} split has no examples")
     if len(set(ids)) != len(ids):
         raise UserInputError(f"task {task_name!r}: the {split} split repeats example ids")
-    return EvaluationSplit(info, split, ids, inputs, tokens, targets)
+    return EvaluationSplit(info, split, ids, inputs, tokens, targets, lengths["inputs"])

@@ -121,6 +121,14 @@ def test_dropout_broadcasts_masks_and_rescales():
     assert not (full == full[:, :1, :]).all()
 
 
+def test_attention_dropout_masks_of_the_real_keys_do_not_depend_on_the_padded_length():
+    weights = jnp.ones((2, 3, 4, 16))
+    short = np.asarray(dropout(weights[..., :8], 0.5, jax.random.PRNGKey(3), (-2,)))
+    padded = np.asarray(dropout(weights, 0.5, jax.random.PRNGKey(3), (-2,)))
+    np.testing.assert_array_equal(padded[..., :8], short)
+    assert 0 < (short > 0).mean() < 1
+
+
 def test_attention_dropout_is_t5x_weight_dropout_shared_by_every_query():
     """The network's attention dropout is T5X's: the weights times a mask drawn once per example,
     head and key, broadcast over the queries and rescaled by 1 / keep, then times the values."""
@@ -146,7 +154,8 @@ def test_attention_dropout_is_t5x_weight_dropout_shared_by_every_query():
     logits = q @ k.transpose(0, 1, 3, 2)
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
-    keep = np.asarray(jax.random.bernoulli(key, 1 - rate, (2, 3, 1, 6)))
+    # Drawn keys first (a mask that padding the keys to a longer bucket leaves as it is).
+    keep = np.moveaxis(np.asarray(jax.random.bernoulli(key, 1 - rate, (6, 2, 3, 1))), 0, -1)
     dropped = weights * keep / (1 - rate)
     expected = (dropped @ v).transpose(0, 2, 1, 3).reshape(2, 5, 12) @ p["out"]
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

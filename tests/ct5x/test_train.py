@@ -1,5 +1,6 @@
 """`ct5x train` end to end on NCBI-format data: a complete run directory, a falling validation
-loss, exact resume after SIGKILL, and the same loss trajectory on a simulated (4, 2) mesh."""
+loss, exact resume after SIGKILL, the same run with length buckets, and the same loss trajectory
+on a simulated (4, 2) mesh."""
 
 import json
 import shutil
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from data_paths import SHARED_DATA
 from training_run import (
+    FAST_COMPILE,
     REFERENCE_MACROS,
     REPO,
     fixture_data,
@@ -167,6 +169,73 @@ def test_steps_per_execution_repeat_the_one_step_run(reference_run, synthetic_in
     want = flatten(load_checkpoint(reference_dir / "checkpoint_24").params)
     got = flatten(load_checkpoint(model_dir / "checkpoint_24").params)
     assert max(float(np.max(np.abs(want[k] - got[k]))) for k in want) <= 1e-5
+
+
+def _largest_difference(first, second, step: int) -> float:
+    want = flatten(load_checkpoint(first / f"checkpoint_{step}").params)
+    got = flatten(load_checkpoint(second / f"checkpoint_{step}").params)
+    assert want.keys() == got.keys()
+    return max(float(np.max(np.abs(want[k] - got[k]))) for k in want)
+
+
+def _predictions(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+BUCKETS_SCRIPT = """
+import json, sys
+from ct5x import train
+from ct5x.evaluation import EvaluationSettings, evaluate_runs
+from ct5x.trainer import Trainer
+fixed_flags, bucketed_flags, model_dir = json.loads(sys.argv[1])
+assert train.main(fixed_flags) == 0
+pairs = set()
+original = Trainer.train
+def recording(self, state, host_batches):
+    pairs.add(tuple(host_batches[0][key].shape[1]
+                    for key in ("encoder_input_tokens", "decoder_target_tokens")))
+    return original(self, state, host_batches)
+Trainer.train = recording
+assert train.main(bucketed_flags) == 0
+predictions = []
+for buckets in ((16, 32), None):
+    settings = EvaluationSettings(length_buckets=buckets, force=True)
+    assert evaluate_runs(model_dir, settings, show_progress=False).scored
+    with open(model_dir + "/predictions.jsonl") as lines:
+        predictions.append(lines.read())
+print(json.dumps({"pairs": sorted(pairs), "same_predictions": predictions[0] == predictions[1]}))
+"""
+
+
+def test_length_buckets_repeat_the_fixed_shape_run(synthetic_inputs, tmp_path):
+    """Batches padded to length buckets (dropout on) end with the fixed-shape run's parameters,
+    losses, validation predictions and best checkpoint; `ct5x evaluate` predicts the same with
+    and without buckets. Both runs in one process with XLA's fast compilation (the buckets'
+    programs are most of the time)."""
+    macros = {"TRAIN_STEPS": 6, "EVAL_PERIOD": 3, "LOG_PERIOD": 1, "EVAL_EXAMPLES": 8,
+              "TASK_FEATURE_LENGTHS": {"inputs": 80, "targets": 80}}
+    fixed_dir, model_dir = tmp_path / "fixed", tmp_path / "bucketed"
+    payload = json.dumps([
+        gin_flags(fixed_dir, *synthetic_inputs, LENGTH_BUCKETS=None, **macros),
+        gin_flags(model_dir, *synthetic_inputs, LENGTH_BUCKETS=(48, 64), **macros),
+        str(model_dir)])
+    env = {**subprocess_env(), "XLA_FLAGS": FAST_COMPILE}
+    result = subprocess.run([sys.executable, "-c", BUCKETS_SCRIPT, payload], check=False,
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(found["pairs"]) > 1 and found["same_predictions"]
+    expected, found = _losses(fixed_dir), _losses(model_dir)
+    np.testing.assert_allclose([found[s] for s in range(1, 7)],
+                               [expected[s] for s in range(1, 7)], rtol=1e-5)
+    assert _largest_difference(fixed_dir, model_dir, 6) <= 1e-6
+    records = [json.loads((folder / "run.json").read_text()) for folder in (fixed_dir, model_dir)]
+    assert records[0]["best_step"] == records[1]["best_step"]
+    for step in (3, 6):
+        name = f"validation/predictions_{step}.jsonl"
+        assert _predictions(model_dir / name) == _predictions(fixed_dir / name)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["decoding"]["max_decode_length"] == 80 and metrics["max_input_length"] == 80
 
 
 MESH_SCRIPT = """

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from ct5x.data_pipeline import DataSettings, TrainingStream, convert, pad_batches
 from ct5x.errors import UserInputError
+from ct5x.length_buckets import LengthBuckets
 
 LENGTHS = {"inputs": 12, "targets": 7}
 
@@ -108,3 +109,38 @@ def test_data_shards_of_a_batch_are_its_rows_in_order():
             np.testing.assert_array_equal(
                 np.concatenate([shard.batch(step)[key] for shard in shards]), value)
         assert shards[1].epoch_of_step(step) == whole.epoch_of_step(step)
+
+
+def test_an_execution_shares_the_bucket_of_its_first_batch_and_keeps_every_token():
+    """Batches are cut to the first batch's bucket pair while they fit it; the one that does not
+    starts the next execution. Every process finds the pair from the whole global batch."""
+    rng = np.random.default_rng(0)
+    examples = [{"inputs": np.append(rng.integers(3, 50, rng.choice([2, 2, 2, 10])), 1),
+                 "targets": np.append(rng.integers(3, 50, rng.choice([2, 2, 5])), 1)}
+                for _ in range(40)]
+    buckets = LengthBuckets.for_lengths((4, 8), LENGTHS)
+    stream = TrainingStream(_settings(buckets=buckets), examples)
+    fixed = TrainingStream(_settings(), examples)
+    pairs = [stream.bucket(step) for step in range(10)]
+    assert len(set(pairs)) > 2
+    step, executions = 0, 0
+    while step < 10:
+        batches = stream.execution(step, min(4, 10 - step))
+        executions += 1
+        assert 1 <= len(batches) <= 4
+        for offset, batch in enumerate(batches):
+            assert pairs[step].holds(pairs[step + offset])
+            whole = fixed.batch(step + offset)
+            for key, value in batch.items():
+                width = value.shape[1]
+                assert width == (pairs[step].inputs if key.startswith("encoder_")
+                                 else pairs[step].targets)
+                np.testing.assert_array_equal(value, whole[key][:, :width])
+                assert not whole[key][:, width:].any()
+        if len(batches) < min(4, 10 - step):
+            assert not pairs[step].holds(pairs[step + len(batches)])
+        step += len(batches)
+    assert executions > 3  # some execution ended at a batch that needs a larger pair
+    assert [b["encoder_input_tokens"].shape for b in fixed.execution(0, 4)] == [(4, 12)] * 4
+    shard = TrainingStream(_settings(buckets=buckets, num_shards=2, shard_index=1), examples)
+    assert [shard.bucket(step) for step in range(10)] == pairs

@@ -70,6 +70,9 @@ class ScriptedStream:
         return {"encoder_input_tokens": np.ones((2, 3), np.int32),
                 "decoder_loss_weights": np.ones((2, 2), np.int32)}
 
+    def execution(self, step, count):
+        return [self.batch(index) for index in range(step, step + count)]
+
     def epoch_of_step(self, step):
         return step / 10
 

@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -294,3 +295,25 @@ def test_runs_decode_at_their_eval_batch_size_unless_told():
 
     assert run_batch_size(run_record(eval_batch_size=16)) == 16
     assert run_batch_size(run_record(eval_batch_size=None)) == DEFAULT_BATCH_SIZE == 8
+
+
+def test_runs_are_scored_at_their_feature_lengths_unless_told(grid, first_pass, tmp_path):
+    """Inputs are truncated and decoding capped at the run's TASK_FEATURE_LENGTHS (run.json), or
+    at --max-input-length / --max-decode-length; predictions come back in the split's order."""
+    from run_records import run_record
+
+    from ct5x.evaluation.scoring import EvaluationSettings, run_lengths
+
+    record = run_record(task_feature_lengths={"inputs": 128, "targets": 64})
+    assert run_lengths(record, EvaluationSettings()) == {"inputs": 128, "targets": 64}
+    assert run_lengths(record, EvaluationSettings(max_decode_length=9)) == {
+        "inputs": 128, "targets": 9}
+    run = tmp_path / "fold1"
+    shutil.copytree(grid / "runs" / "fold1", run)
+    assert main(["evaluate", "--runs", str(run), "--force", "--max-input-length", "6",
+                 "--max-decode-length", "3", "--no-progress"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["max_input_length"] == 6 and metrics["decoding"]["max_decode_length"] == 3
+    before = (grid / "runs" / "fold1" / "predictions.jsonl").read_text().splitlines()
+    after = (run / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in after] == [json.loads(line)["id"] for line in before]
