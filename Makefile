@@ -26,9 +26,13 @@ demo: $(VENV)/.installed
 
 RUFF := $(BIN)/ruff check --line-length 100 --extend-select E501 --config "lint.isort.known-first-party=['ct5x','ct5x_tasks']" --config "lint.isort.known-third-party=['gin']"
 
+# One pytest worker per core (2 here); each test file runs whole in one worker, so a file's module
+# fixtures (a trained run, the shortened demo) are built once.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-test
 	$(RUFF) ct5x tasks tests benchmarks
-	$(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=importlib tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=importlib -n $(TEST_WORKERS) --dist loadfile tests
 
 test-slurm: $(VENV)/.installed-test
 	CT5X_SLURM_TEST=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider --import-mode=importlib tests/ct5x/sweep/test_slurm_cluster.py

@@ -33,6 +33,7 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "pytest>=8,<10",
+    "pytest-xdist==3.8.0",  # make test runs a test file per core
     "torch==2.13.0",
     "transformers==5.24.0",
     "accelerate==1.15.0",  # transformers' Seq2SeqTrainer, for benchmarks/fold.py
