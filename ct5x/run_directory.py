@@ -97,9 +97,9 @@ class RunDirectory:
         line = json.dumps(record) + "\n"
         path = self.path / TRAINING_METRICS_FILE
         if not storage.is_url(path):
-            with open(path, "a", encoding="utf-8") as stream:
-                stream.write(line)
+            storage.append_text(path, line)
             return
+        # In a bucket, storage.append_text would read the object back for every line.
         if self._metrics_text is None:
             self._metrics_text = path.read_text(encoding="utf-8") if path.exists() else ""
         self._metrics_text += line
