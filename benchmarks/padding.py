@@ -1,11 +1,13 @@
 """How many token positions a training step of an NCBI-disease fold computes: fixed shapes,
-LENGTH_BUCKETS, and the study's collator (each batch padded to its own longest row).
+LENGTH_BUCKETS, PACK_BATCHES (each step's examples packed into few rows) and the study's
+collator (each batch padded to its own longest row).
 
 It builds fold 0's training split of `ncbi_disease_fold0` with the same SentencePiece vocabulary
 as benchmarks/fold.py (trained here on the fold's text), goes through one epoch of ct5x's
 training stream (batch 16, the run's shuffled order) and counts, per step, the positions of
-inputs + targets each way, the bucket pairs that occur (one compilation each) and the executions
-of up to STEPS_PER_EXECUTION = 8 steps that share one pair. Real tokens (EOS included) are the
+inputs + targets each way, the bucket pairs that occur (one compilation each), the executions
+of up to STEPS_PER_EXECUTION = 8 steps that share one pair, and, packed, the positions per step and
+the numbers of rows that occur (one compilation each). Real tokens (EOS included) are the
 floor. It computes no step: the table is the padding each pipeline pays, per feature length.
 
     python benchmarks/padding.py [--lengths 512/512 128/128] [--buckets 32,64,96,128 ...]
@@ -25,6 +27,7 @@ import numpy as np
 from fold import SHARED_NCBI, TASK, train_vocabulary
 
 from ct5x.length_buckets import DEFAULT_LENGTH_BUCKETS, LengthBuckets, used_lengths
+from ct5x.packing import BatchPacker
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,9 +72,14 @@ def epoch_positions(lengths: dict, bucket_sets: dict, batch_size: int,
         buckets = LengthBuckets.for_lengths(values, lengths)
         pairs = [buckets.fit(batch) for batch in batches]
         bucketed = np.mean([batch_size * (p.inputs + p.targets) for p in pairs])
+        packer = BatchPacker(buckets.pair(*(int(max(u.max() for u in side))
+                                            for side in zip(*used))), batch_size)
+        row_counts = [packer.plan(batch)[1] for batch in batches]
+        packed = np.mean(row_counts) * (packer.row.inputs + packer.row.targets)
         rows.append({"buckets": name, "steps": len(batches),
                      "fixed": batch_size * (lengths["inputs"] + lengths["targets"]),
                      "bucketed": float(bucketed), "collator": float(collator),
+                     "packed": float(packed), "row_counts": len(set(row_counts)),
                      "real": float(real), "pairs": len(set(pairs)),
                      "executions": executions(pairs, steps_per_execution)})
     return rows
@@ -94,10 +102,10 @@ def main() -> None:
     os.environ.update(CT5X_DATA_DIR=str(work / "data"), CT5X_VOCABULARY=vocabulary)
     import ct5x_tasks.registration  # noqa: F401  (registers the tasks with SeqIO)
 
-    print("| lengths | LENGTH_BUCKETS | steps/epoch | fixed | bucketed | collator (study) "
-          "| real tokens | fixed / bucketed | bucketed / collator | bucket pairs "
-          f"| executions of <= {args.steps_per_execution} |")
-    print("|---" * 11 + "|")
+    print("| lengths | LENGTH_BUCKETS | steps/epoch | fixed | bucketed | packed | collator (study) "
+          "| real tokens | bucketed / collator | packed / collator | bucket pairs "
+          f"| executions of <= {args.steps_per_execution} | packed row counts |")
+    print("|---" * 13 + "|")
     bucket_sets = {"default": DEFAULT_LENGTH_BUCKETS, **{
         text: tuple(int(v) for v in text.split(",")) for text in args.buckets}}
     for text in args.lengths:
@@ -106,10 +114,10 @@ def main() -> None:
         for found in epoch_positions(lengths, bucket_sets, args.batch_size,
                                      args.steps_per_execution):
             print(f"| {text} | {found['buckets']} | {found['steps']} | {found['fixed']} "
-                  f"| {found['bucketed']:.0f} | {found['collator']:.0f} | {found['real']:.0f} "
-                  f"| {found['fixed'] / found['bucketed']:.2f} "
-                  f"| {found['bucketed'] / found['collator']:.2f} | {found['pairs']} "
-                  f"| {found['executions']} |", flush=True)
+                  f"| {found['bucketed']:.0f} | {found['packed']:.0f} | {found['collator']:.0f} "
+                  f"| {found['real']:.0f} | {found['bucketed'] / found['collator']:.2f} "
+                  f"| {found['packed'] / found['collator']:.2f} | {found['pairs']} "
+                  f"| {found['executions']} | {found['row_counts']} |", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

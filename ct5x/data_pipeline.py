@@ -14,8 +14,10 @@ A run on N processes therefore sees the batches a run on one process sees.
 
 Rows are built at the full feature lengths; `TrainingStream.execution` cuts the batches of one
 execution to the smallest bucket pair (`ct5x.length_buckets`) that holds the first of them, found
-from the whole global batch so that every process pads alike. Padding changes how much is
-computed, never which examples make batch k.
+from the whole global batch so that every process pads alike. With PACK_BATCHES, it packs each
+global batch's examples into as few rows as hold them (`ct5x.packing`) and the batches of one
+execution share the first one's number of rows. Either way padding changes how much is computed,
+never which examples make batch k.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import tensorflow as tf
 
 from ct5x.errors import UserInputError
 from ct5x.length_buckets import BucketPair, LengthBuckets
+from ct5x.packing import BatchPacker
 
 Batch = dict[str, np.ndarray]
 
@@ -48,6 +51,10 @@ class DataSettings:
     shard_index: int = 0
     num_shards: int = 1
     buckets: LengthBuckets | None = None
+    # PACK_BATCHES: each global batch's examples packed into rows (`ct5x.packing`), as many as
+    # a multiple of `row_multiple` (the data-parallel devices); False: a row per example.
+    pack_batches: bool = False
+    row_multiple: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -144,9 +151,19 @@ class TrainingStream:
         self._unpacked = None if settings.pack else convert(
             self.examples, settings.feature_lengths, pack=False
         )
+        self.packer = self._packer() if settings.pack_batches and not settings.pack else None
         self._epoch_starts = [0]  # stream offset of each epoch's first row, grown lazily
         self._cache: dict[int, Batch] = {}
         self._buckets: dict[int, BucketPair] = {}  # the last batch's, asked for twice in a row
+
+    def _packer(self) -> BatchPacker:
+        """Rows of the smallest bucket pair that holds the split's longest input and target."""
+        lengths = self.settings.feature_lengths
+        buckets = self.settings.buckets or LengthBuckets.for_lengths(None, lengths)
+        longest = {feature: min(lengths[feature], max(len(e[feature]) for e in self.examples))
+                   for feature in ("inputs", "targets")}
+        return BatchPacker(buckets.pair(longest["inputs"], longest["targets"]),
+                           self.settings.batch_size, self.settings.row_multiple)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.settings.seed, epoch]).permutation(self.num_examples)
@@ -220,12 +237,33 @@ class TrainingStream:
 
     def execution(self, step: int, count: int) -> list[Batch]:
         """This process's shards of batches `step`, `step` + 1, ... for one execution: at most
-        `count` of them, as long as each fits the first one's bucket pair, all cut to that pair."""
+        `count` of them, as long as each fits the first one's bucket pair, all cut to that pair
+        (packed: as long as each needs at most the first one's rows, all with as many)."""
+        if self.packer is not None:
+            return self._packed_execution(step, count)
         pair = self.bucket(step)
         steps = 1
         while steps < count and pair.holds(self.bucket(step + steps)):
             steps += 1
         return [pair.trim(self.batch(index)) for index in range(step, step + steps)]
+
+    def _packed_execution(self, step: int, count: int) -> list[Batch]:
+        settings, packer = self.settings, self.packer
+        size = settings.batch_size
+        batches = [self._rows(step * size, size)]
+        plans = [packer.plan(batches[0])]
+        rows = plans[0][1]
+        while len(batches) < count:
+            batch = self._rows((step + len(batches)) * size, size)
+            plan = packer.plan(batch)
+            if plan[1] > rows:
+                break
+            batches.append(batch)
+            plans.append(plan)
+        shard = rows // settings.num_shards
+        own = slice(settings.shard_index * shard, (settings.shard_index + 1) * shard)
+        return [{key: value[own] for key, value in packer.pack(batch, members, rows).items()}
+                for batch, (members, _) in zip(batches, plans)]
 
 
 def pad_batches(features: Batch, batch_size: int) -> list[tuple[Batch, int]]:

@@ -35,30 +35,95 @@ def _init(stddev: float, axes: tuple[str, ...]) -> nn.initializers.Initializer:
     return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
 
 
-def split_key(key: jax.Array | None, count: int) -> list[jax.Array | None]:
+@flax.struct.dataclass
+class PackedRows:
+    """Where each position of packed rows (`ct5x.packing`) comes from: its example's index in
+    the step's batch and its position in that example, so that dropout draws each example the
+    masks its own row gets unpacked."""
+
+    examples: jax.Array  # [rows, length]; padding says 0, and is masked anyway
+    positions: jax.Array  # [rows, length]
+    count: int = flax.struct.field(pytree_node=False)  # examples in the step's batch
+
+    @classmethod
+    def of(cls, segment_ids: jax.Array | None, positions: jax.Array | None,
+           examples: int | None) -> PackedRows | None:
+        """The rows of a batch packed by `ct5x.packing` (segment id = example index + 1), or
+        None for any other batch."""
+        if examples is None or segment_ids is None or positions is None:
+            return None
+        return cls(jnp.maximum(segment_ids - 1, 0), positions, examples)
+
+
+@flax.struct.dataclass
+class PackedKey:
+    """A dropout key for packed rows: `rows` describe the stack's own positions, `cross_rows`
+    the encoder's (the keys of the decoder's cross-attention)."""
+
+    key: jax.Array
+    rows: PackedRows
+    cross_rows: PackedRows | None = None
+
+    def cross(self) -> PackedKey:
+        return PackedKey(self.key, self.cross_rows)
+
+
+DropoutKey = jax.Array | PackedKey | None
+
+
+def split_key(key: DropoutKey, count: int) -> list[DropoutKey]:
     """`count` independent dropout keys from one key; all None when dropout is off."""
     if key is None:
         return [None] * count
+    if isinstance(key, PackedKey):
+        return [PackedKey(k, key.rows, key.cross_rows) for k in jax.random.split(key.key, count)]
     return list(jax.random.split(key, count))
 
 
+def cross_key(key: DropoutKey) -> DropoutKey:
+    """The key for cross-attention weights, whose keys are the encoder's positions."""
+    return key.cross() if isinstance(key, PackedKey) else key
+
+
+def _drawn_keep(key: jax.Array, keep_prob: float, mask_shape: list[int]) -> jax.Array:
+    """Bernoulli keep-bits of `mask_shape`, drawn with the last axis first: under JAX's
+    (default) partitionable threefry, element i of a longer last axis then gets the same bit as
+    in a shorter one, so attention weights over keys padded to another length bucket keep the
+    real keys' masks. Returned in the drawn layout [last, *others]."""
+    return jax.random.bernoulli(key, keep_prob, [mask_shape[-1], *mask_shape[:-1]])
+
+
+def _packed_keep(shape: tuple[int, ...], keep_prob: float, key: PackedKey) -> jax.Array:
+    """The keep mask of packed [rows, length, features] activations or [rows, heads, queries,
+    keys] attention weights: for each position, the bits its example draws unpacked (one mask
+    per example shared along its length; per example, head and key for attention weights)."""
+    rows = key.rows
+    if len(shape) == 3:
+        per_example = _drawn_keep(key.key, keep_prob, [rows.count, 1, shape[-1]])[:, :, 0]
+        return per_example.T[rows.examples]
+    drawn = _drawn_keep(key.key, keep_prob, [rows.count, shape[1], 1, shape[-1]])
+    return jnp.transpose(drawn[rows.positions, rows.examples], (0, 2, 3, 1))
+
+
 def dropout(
-    x: jax.Array, rate: float, key: jax.Array | None, broadcast_dims: tuple[int, ...]
+    x: jax.Array, rate: float, key: DropoutKey, broadcast_dims: tuple[int, ...]
 ) -> jax.Array:
     """Inverted dropout (as `flax.linen.Dropout`) whose mask is shared along `broadcast_dims`.
 
     Identity when `key` is None or `rate` is 0. The key is an argument rather than a Flax RNG
     stream so that a layer draws the same masks whether it runs plainly, rematerialised or scanned.
+    A `PackedKey` (packed rows; hidden activations or attention weights, as their broadcast
+    dims say) gives every example the mask it gets in its own row.
     """
     if key is None or rate == 0.0:
         return x
     keep_prob = 1.0 - rate
+    if isinstance(key, PackedKey):
+        keep = jnp.broadcast_to(_packed_keep(x.shape, keep_prob, key), x.shape)
+        return jax.lax.select(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
     mask_shape = [1 if axis in {d % x.ndim for d in broadcast_dims} else size
                   for axis, size in enumerate(x.shape)]
-    # Drawn with the last axis first: under JAX's (default) partitionable threefry, element i of
-    # a longer last axis then gets the same bit as in a shorter one, so attention weights over
-    # keys padded to another length bucket keep the real keys' masks.
-    drawn = jax.random.bernoulli(key, keep_prob, [mask_shape[-1], *mask_shape[:-1]])
+    drawn = _drawn_keep(key, keep_prob, mask_shape)
     keep = jnp.broadcast_to(jnp.moveaxis(drawn, 0, -1), x.shape)
     return jax.lax.select(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
@@ -265,7 +330,7 @@ class MultiHeadAttention(nn.Module):
         inputs_q: jax.Array,
         key_value: KeyValue,
         bias: jax.Array | None,
-        dropout_key: jax.Array | None,
+        dropout_key: DropoutKey,
     ) -> jax.Array:
         """Attends [batch, q_len, embed] queries to `key_value` (`project_kv`'s layout).
 
@@ -300,7 +365,7 @@ class MlpBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, dropout_key: DropoutKey) -> jax.Array:
         count = len(self.activations)
         names = ["wi"] if count == 1 else [f"wi_{i}" for i in range(count)]
         hidden = None

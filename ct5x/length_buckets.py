@@ -98,8 +98,12 @@ class LengthBuckets:
         """The smallest pair that holds every row of a batch padded to the full lengths."""
         longest_input = int(np.max(used_lengths(batch["encoder_input_tokens"]), initial=0))
         longest_target = int(np.max(used_lengths(batch["decoder_target_tokens"]), initial=0))
-        return BucketPair(smallest_fit(longest_input, self.inputs),
-                          smallest_fit(longest_target, self.targets))
+        return self.pair(longest_input, longest_target)
+
+    def pair(self, input_length: int, target_length: int) -> BucketPair:
+        """The smallest pair that holds an input and a target of these lengths."""
+        return BucketPair(smallest_fit(input_length, self.inputs),
+                          smallest_fit(target_length, self.targets))
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:

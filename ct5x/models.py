@@ -104,8 +104,10 @@ class EncoderDecoderModel:
         )
         return nn.get_partition_spec(boxed["params"])
 
-    def logits(self, params: Params, batch: Batch, dropout_rng: jax.Array | None = None):
-        """Teacher-forced float32 logits [batch, target_length, vocab]."""
+    def logits(self, params: Params, batch: Batch, dropout_rng: jax.Array | None = None,
+               packed_examples: int | None = None):
+        """Teacher-forced float32 logits [batch, target_length, vocab]; `packed_examples`: the
+        batch is `ct5x.packing`'s rows of that many examples."""
         rngs = None if dropout_rng is None else {"dropout": dropout_rng}
         return self.module.apply(
             {"params": params},
@@ -114,14 +116,18 @@ class EncoderDecoderModel:
             batch.get("encoder_segment_ids"),
             batch.get("decoder_segment_ids"),
             enable_dropout=dropout_rng is not None,
+            encoder_positions=batch.get("encoder_positions"),
+            decoder_positions=batch.get("decoder_positions"),
+            packed_examples=packed_examples,
             rngs=rngs,
         )
 
     def loss_fn(
-        self, params: Params, batch: Batch, dropout_rng: jax.Array | None
+        self, params: Params, batch: Batch, dropout_rng: jax.Array | None,
+        packed_examples: int | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scalar loss for a gradient step, and its parts for logging."""
-        logits = self.logits(params, batch, dropout_rng)
+        logits = self.logits(params, batch, dropout_rng, packed_examples)
         targets = batch["decoder_target_tokens"]
         weights = batch.get("decoder_loss_weights")
         options = self.loss_options

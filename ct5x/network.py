@@ -23,12 +23,16 @@ from ct5x.layers import (
     HIDDEN_BROADCAST_DIMS,
     MASK_VALUE,
     Dense,
+    DropoutKey,
     Embed,
     KeyValue,
     LayerNorm,
     MlpBlock,
     MultiHeadAttention,
+    PackedKey,
+    PackedRows,
     RelativePositionBiases,
+    cross_key,
     dropout,
     split_key,
 )
@@ -77,7 +81,7 @@ def _relpos(config: T5Config) -> RelativePositionBiases:
     )
 
 
-def _hidden_dropout(config: T5Config, x: jax.Array, key: jax.Array | None) -> jax.Array:
+def _hidden_dropout(config: T5Config, x: jax.Array, key: DropoutKey) -> jax.Array:
     return dropout(x, config.dropout_rate, key, HIDDEN_BROADCAST_DIMS)
 
 
@@ -91,7 +95,7 @@ class EncoderLayer(nn.Module):
         self.pre_mlp_layer_norm = LayerNorm(c.layer_norm_epsilon, dtype)
         self.mlp = MlpBlock(c.mlp_dim, c.mlp_activations, c.dropout_rate, dtype)
 
-    def __call__(self, x: jax.Array, bias: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: jax.Array, dropout_key: DropoutKey) -> jax.Array:
         keys = split_key(dropout_key, 4)
         y = self.pre_attention_layer_norm(x)
         y = self.attention(y, self.attention.project_kv(y), bias, keys[0])
@@ -106,7 +110,7 @@ def _attend_per_example(
     queries: jax.Array,
     key_value: KeyValue,
     bias: jax.Array,
-    dropout_key: jax.Array | None,
+    dropout_key: DropoutKey,
 ) -> jax.Array:
     """Cross-attention when the decoder holds several rows (beams) per encoded example.
 
@@ -142,7 +146,7 @@ class DecoderLayer(nn.Module):
         self_bias: jax.Array,
         encoded: jax.Array | None,
         cross_bias: jax.Array,
-        dropout_key: jax.Array | None,
+        dropout_key: DropoutKey,
         self_kv: KeyValue | None = None,
         cross_kv: KeyValue | None = None,
     ) -> jax.Array:
@@ -156,7 +160,8 @@ class DecoderLayer(nn.Module):
         y = self.pre_cross_attention_layer_norm(x)
         if cross_kv is None:
             cross_kv = self.encoder_decoder_attention.project_kv(encoded)
-        y = _attend_per_example(self.encoder_decoder_attention, y, cross_kv, cross_bias, keys[2])
+        y = _attend_per_example(self.encoder_decoder_attention, y, cross_kv, cross_bias,
+                                cross_key(keys[2]))
         x = x + _hidden_dropout(self.config, y, keys[3])
         y = self.mlp(self.pre_mlp_layer_norm(x), keys[4])
         x = x + _hidden_dropout(self.config, y, keys[5])
@@ -197,7 +202,7 @@ def _run_layers(
             x = apply_layer(x, layer_params, key)
         return x
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
-    stacked_keys = None if keys[0] is None else jnp.stack(keys)
+    stacked_keys = None if keys[0] is None else jax.tree.map(lambda *k: jnp.stack(k), *keys)
 
     def body(x: jax.Array, scanned) -> tuple[jax.Array, None]:
         layer_params, key = scanned
@@ -207,9 +212,14 @@ def _run_layers(
     return x
 
 
-def _stack_keys(stack: nn.Module, deterministic: bool, count: int) -> list[jax.Array | None]:
-    """Dropout keys for the embedding, each layer and the final norm of one stack."""
-    return split_key(None if deterministic else stack.make_rng("dropout"), count + 2)
+def _stack_keys(stack: nn.Module, deterministic: bool, count: int, rows: PackedRows | None,
+                cross_rows: PackedRows | None = None) -> list[DropoutKey]:
+    """Dropout keys for the embedding, each layer and the final norm of one stack (for packed
+    rows, keys that carry where each position comes from)."""
+    key = None if deterministic else stack.make_rng("dropout")
+    if key is not None and rows is not None:
+        key = PackedKey(key, rows, cross_rows)
+    return split_key(key, count + 2)
 
 
 class Encoder(nn.Module):
@@ -223,10 +233,11 @@ class Encoder(nn.Module):
         self.encoder_norm = LayerNorm(c.layer_norm_epsilon, _dtype(c))
 
     def __call__(
-        self, tokens: jax.Array, segment_ids: jax.Array | None, deterministic: bool
+        self, tokens: jax.Array, segment_ids: jax.Array | None, deterministic: bool,
+        rows: PackedRows | None = None,
     ) -> jax.Array:
         """[batch, length] token ids (0 = padding) -> [batch, length, embed]."""
-        keys = _stack_keys(self, deterministic, len(self.layers))
+        keys = _stack_keys(self, deterministic, len(self.layers), rows)
         x = _hidden_dropout(self.config, self.shared_embedding(tokens), keys[0])
         length = tokens.shape[1]
         bias = self.relpos_bias(length, length, bidirectional=True)
@@ -249,7 +260,7 @@ class Decoder(nn.Module):
             # float32 logits, as T5X computes them whatever the activation dtype.
             self.logits_dense = Dense(c.vocab_size, ("embed", "vocab"), 1.0, jnp.float32)
 
-    def _logits(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+    def _logits(self, x: jax.Array, dropout_key: DropoutKey) -> jax.Array:
         x = _hidden_dropout(self.config, self.decoder_norm(x), dropout_key)
         if self.config.logits_via_embedding:
             logits = self.shared_embedding.attend(x) / jnp.sqrt(jnp.float32(x.shape[-1]))
@@ -271,9 +282,11 @@ class Decoder(nn.Module):
         encoder_segment_ids: jax.Array | None,
         decoder_segment_ids: jax.Array | None,
         deterministic: bool,
+        rows: PackedRows | None = None,
+        encoder_rows: PackedRows | None = None,
     ) -> jax.Array:
         """Teacher-forced pass: [batch, target_length] inputs -> float32 logits [.., vocab]."""
-        keys = _stack_keys(self, deterministic, len(self.layers))
+        keys = _stack_keys(self, deterministic, len(self.layers), rows, encoder_rows)
         length = decoder_input_tokens.shape[1]
         x = _hidden_dropout(self.config, self.shared_embedding(decoder_input_tokens), keys[0])
         positions = jnp.arange(length)
@@ -335,8 +348,10 @@ class Transformer(nn.Module):
         encoder_input_tokens: jax.Array,
         encoder_segment_ids: jax.Array | None = None,
         enable_dropout: bool = False,
+        encoder_rows: PackedRows | None = None,
     ) -> jax.Array:
-        return self.encoder(encoder_input_tokens, encoder_segment_ids, not enable_dropout)
+        return self.encoder(encoder_input_tokens, encoder_segment_ids, not enable_dropout,
+                            encoder_rows)
 
     def decode(
         self,
@@ -346,6 +361,8 @@ class Transformer(nn.Module):
         encoder_segment_ids: jax.Array | None = None,
         decoder_segment_ids: jax.Array | None = None,
         enable_dropout: bool = False,
+        decoder_rows: PackedRows | None = None,
+        encoder_rows: PackedRows | None = None,
     ) -> jax.Array:
         return self.decoder(
             encoded,
@@ -354,6 +371,8 @@ class Transformer(nn.Module):
             encoder_segment_ids,
             decoder_segment_ids,
             not enable_dropout,
+            decoder_rows,
+            encoder_rows,
         )
 
     def __call__(
@@ -363,9 +382,19 @@ class Transformer(nn.Module):
         encoder_segment_ids: jax.Array | None = None,
         decoder_segment_ids: jax.Array | None = None,
         enable_dropout: bool = False,
+        encoder_positions: jax.Array | None = None,
+        decoder_positions: jax.Array | None = None,
+        packed_examples: int | None = None,
     ) -> jax.Array:
-        """[batch, in_len], [batch, out_len] -> float32 logits [batch, out_len, vocab]."""
-        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout)
+        """[batch, in_len], [batch, out_len] -> float32 logits [batch, out_len, vocab].
+
+        `packed_examples`: the rows hold that many examples packed by `ct5x.packing` (segment
+        ids and positions given), whose dropout masks are each example's own.
+        """
+        encoder_rows = PackedRows.of(encoder_segment_ids, encoder_positions, packed_examples)
+        decoder_rows = PackedRows.of(decoder_segment_ids, decoder_positions, packed_examples)
+        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout,
+                              encoder_rows)
         return self.decode(
             encoded,
             encoder_input_tokens,
@@ -373,6 +402,8 @@ class Transformer(nn.Module):
             encoder_segment_ids,
             decoder_segment_ids,
             enable_dropout,
+            decoder_rows,
+            encoder_rows,
         )
 
     def precompute_cross_attention(

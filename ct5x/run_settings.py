@@ -46,6 +46,9 @@ class RunSettings:
     steps_per_execution: int | None = None
     model_name: str | None = None
     pack: bool = False
+    # Each step's examples packed into as few rows as hold them (ct5x.packing), where the loss
+    # allows it (ct5x.run_setup); False: a row per example.
+    pack_batches: bool = True
     # Each batch is padded to the smallest of these lengths (and the feature length) that holds
     # its longest input and target (ct5x.length_buckets); None: always the feature lengths.
     length_buckets: tuple[int, ...] | None = DEFAULT_LENGTH_BUCKETS

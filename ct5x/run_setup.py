@@ -174,6 +174,15 @@ def _length_buckets(settings: RunSettings, lengths: dict, loss: LossOptions
     return LengthBuckets.for_lengths(settings.length_buckets, lengths, fixed_targets=fixed)
 
 
+def _packs_batches(settings: RunSettings, loss: LossOptions) -> bool:
+    """PACK_BATCHES where packing leaves the step as it is: not over SeqIO's packed stream,
+    microbatches (split by rows) or a loss that counts padded positions or sequences."""
+    if not settings.pack_batches or settings.pack or settings.num_microbatches != 1:
+        return False
+    return not loss.loss_on_padding and loss.loss_normalizing_factor not in (
+        "NUM_TOTAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE")
+
+
 def _state_bytes(model: EncoderDecoderModel, settings: RunSettings) -> int:
     """Bytes of one saved training state: parameters and optimizer state (its layout does not
     depend on the schedule's length)."""
@@ -227,7 +236,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     buckets = _length_buckets(settings, lengths, loss)
     stream = TrainingStream(DataSettings(
         info.name, lengths, settings.batch_size, settings.random_seed, settings.pack,
-        layout.shard_id, layout.num_shards, buckets))
+        layout.shard_id, layout.num_shards, buckets, _packs_batches(settings, loss),
+        partitioner.mesh.shape["data"]))
     train_examples = stream.num_examples
     train_steps = settings.steps_for(train_examples)
     multihost.say(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
@@ -238,7 +248,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
                       settings.random_seed, settings.num_microbatches,
                       make_schedule(settings.optimizer, train_steps),
                       settings.steps_per_execution_for(jax.default_backend()),
-                      microbatch_means=anchor)
+                      microbatch_means=anchor,
+                      packed_examples=settings.batch_size if stream.packer else None)
     # The task's decoding length (capped under the anchor switch), never past the target length;
     # beams scored as transformers 4.22 scored them under the anchor switch.
     options = DecodingOptions(num_beams=info.num_beams,

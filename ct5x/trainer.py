@@ -16,6 +16,7 @@ shorter groups before an evaluation or a checkpoint run the same compiled progra
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -97,7 +98,7 @@ class Trainer:
     def __init__(self, model: EncoderDecoderModel, optimizer: optax.GradientTransformation,
                  partitioner: Partitioner, seed: int, num_microbatches: int = 1,
                  learning_rate: optax.Schedule | None = None, steps_per_execution: int = 1,
-                 microbatch_means: bool = False):
+                 microbatch_means: bool = False, packed_examples: int | None = None):
         if num_microbatches < 1:
             raise UserInputError(f"NUM_MICROBATCHES={num_microbatches}: must be at least 1")
         if steps_per_execution < 1:
@@ -110,6 +111,11 @@ class Trainer:
         # accumulates gradients (and DDP averages devices); False: the whole batch's loss.
         self.microbatch_means = microbatch_means
         self.steps_per_execution = steps_per_execution
+        # Training batches are `ct5x.packing`'s rows of this many examples (None: unpacked, or
+        # SeqIO's packed stream). Packing keeps the step's examples whole, so not microbatches.
+        if packed_examples is not None and num_microbatches != 1:
+            raise ValueError("packed batches with several microbatches")
+        self.packed_examples = packed_examples
         # For logging only: the optimizer applies its own schedule.
         self.learning_rate = learning_rate or optax.constant_schedule(float("nan"))
         self.params_shardings = partitioner.logical_to_mesh_sharding(model.params_logical_axes())
@@ -170,6 +176,8 @@ class Trainer:
 
     def _gradients(self, params: Any, batch: dict, rng: jax.Array):
         grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
+        if self.packed_examples is not None:
+            grad_fn = functools.partial(grad_fn, packed_examples=self.packed_examples)
         if self.num_microbatches == 1:
             (_, aux), grads = grad_fn(params, batch, rng)
             return grads, aux["loss"], aux["weight_sum"]

@@ -187,54 +187,69 @@ import json, sys
 from ct5x import train
 from ct5x.evaluation import EvaluationSettings, evaluate_runs
 from ct5x.trainer import Trainer
-fixed_flags, bucketed_flags, model_dir = json.loads(sys.argv[1])
-assert train.main(fixed_flags) == 0
-pairs = set()
+runs, model_dir = json.loads(sys.argv[1])
+shapes = {}
 original = Trainer.train
 def recording(self, state, host_batches):
-    pairs.add(tuple(host_batches[0][key].shape[1]
-                    for key in ("encoder_input_tokens", "decoder_target_tokens")))
+    shapes[current].add(tuple(host_batches[0][key].shape[axis] for key, axis in (
+        ("encoder_input_tokens", 0), ("encoder_input_tokens", 1), ("decoder_target_tokens", 1))))
     return original(self, state, host_batches)
 Trainer.train = recording
-assert train.main(bucketed_flags) == 0
+for current, flags in runs.items():
+    shapes[current] = set()
+    assert train.main(flags) == 0
 predictions = []
 for buckets in ((16, 32), None):
     settings = EvaluationSettings(length_buckets=buckets, force=True)
     assert evaluate_runs(model_dir, settings, show_progress=False).scored
     with open(model_dir + "/predictions.jsonl") as lines:
         predictions.append(lines.read())
-print(json.dumps({"pairs": sorted(pairs), "same_predictions": predictions[0] == predictions[1]}))
+print(json.dumps({"shapes": {name: sorted(found) for name, found in shapes.items()},
+                  "same_predictions": predictions[0] == predictions[1]}))
 """
 
 
-def test_length_buckets_repeat_the_fixed_shape_run(synthetic_inputs, tmp_path):
-    """Batches padded to length buckets (dropout on) end with the fixed-shape run's parameters,
-    losses, validation predictions and best checkpoint; `ct5x evaluate` predicts the same with
-    and without buckets. Both runs in one process with XLA's fast compilation (the buckets'
-    programs are most of the time)."""
+def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_inputs, tmp_path):
+    """Batches padded to length buckets, and batches packed into fewer rows (PACK_BATCHES, the
+    default), both with dropout on, end with the fixed-shape run's parameters, losses, validation
+    predictions and best checkpoint; `ct5x evaluate` predicts the same with and without buckets.
+    The runs share one process with XLA's fast compilation (their programs are most of the
+    time)."""
     macros = {"TRAIN_STEPS": 6, "EVAL_PERIOD": 3, "LOG_PERIOD": 1, "EVAL_EXAMPLES": 8,
               "TASK_FEATURE_LENGTHS": {"inputs": 80, "targets": 80}}
-    fixed_dir, model_dir = tmp_path / "fixed", tmp_path / "bucketed"
-    payload = json.dumps([
-        gin_flags(fixed_dir, *synthetic_inputs, LENGTH_BUCKETS=None, **macros),
-        gin_flags(model_dir, *synthetic_inputs, LENGTH_BUCKETS=(48, 64), **macros),
-        str(model_dir)])
+    folders = {name: tmp_path / name for name in ("fixed", "bucketed", "packed")}
+    runs = {"fixed": gin_flags(folders["fixed"], *synthetic_inputs, LENGTH_BUCKETS=None,
+                               PACK_BATCHES=False, **macros),
+            "bucketed": gin_flags(folders["bucketed"], *synthetic_inputs, LENGTH_BUCKETS=(48, 64),
+                                  PACK_BATCHES=False, **macros),
+            "packed": gin_flags(folders["packed"], *synthetic_inputs, LENGTH_BUCKETS=(48, 64),
+                                **macros)}
+    payload = json.dumps([runs, str(folders["packed"])])
     env = {**subprocess_env(), "XLA_FLAGS": FAST_COMPILE}
     result = subprocess.run([sys.executable, "-c", BUCKETS_SCRIPT, payload], check=False,
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(found["pairs"]) > 1 and found["same_predictions"]
-    expected, found = _losses(fixed_dir), _losses(model_dir)
-    np.testing.assert_allclose([found[s] for s in range(1, 7)],
-                               [expected[s] for s in range(1, 7)], rtol=1e-5)
-    assert _largest_difference(fixed_dir, model_dir, 6) <= 1e-6
-    records = [json.loads((folder / "run.json").read_text()) for folder in (fixed_dir, model_dir)]
-    assert records[0]["best_step"] == records[1]["best_step"]
-    for step in (3, 6):
-        name = f"validation/predictions_{step}.jsonl"
-        assert _predictions(model_dir / name) == _predictions(fixed_dir / name)
-    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert found["same_predictions"]
+    batch_rows = found["shapes"]["fixed"][0][0]
+    assert found["shapes"]["fixed"] == [[batch_rows, 80, 80]]
+    assert len(found["shapes"]["bucketed"]) > 1
+    assert all(rows == batch_rows for rows, _, _ in found["shapes"]["bucketed"])
+    assert all(rows < batch_rows for rows, _, _ in found["shapes"]["packed"])
+    fixed = folders["fixed"]
+    expected = _losses(fixed)
+    for name, tolerance in (("bucketed", 1e-6), ("packed", 1e-5)):
+        folder = folders[name]
+        losses = _losses(folder)
+        np.testing.assert_allclose([losses[s] for s in range(1, 7)],
+                                   [expected[s] for s in range(1, 7)], rtol=1e-5)
+        assert _largest_difference(fixed, folder, 6) <= tolerance, name
+        records = [json.loads((f / "run.json").read_text()) for f in (fixed, folder)]
+        assert records[0]["best_step"] == records[1]["best_step"]
+        for step in (3, 6):
+            path = f"validation/predictions_{step}.jsonl"
+            assert _predictions(folder / path) == _predictions(fixed / path), name
+    metrics = json.loads((folders["packed"] / "metrics.json").read_text())
     assert metrics["decoding"]["max_decode_length"] == 80 and metrics["max_input_length"] == 80
 
 

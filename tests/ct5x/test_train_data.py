@@ -144,3 +144,39 @@ def test_an_execution_shares_the_bucket_of_its_first_batch_and_keeps_every_token
     assert [b["encoder_input_tokens"].shape for b in fixed.execution(0, 4)] == [(4, 12)] * 4
     shard = TrainingStream(_settings(buckets=buckets, num_shards=2, shard_index=1), examples)
     assert [shard.bucket(step) for step in range(10)] == pairs
+
+
+def test_packed_executions_hold_each_batch_s_examples_split_over_the_data_shards():
+    """PACK_BATCHES: batch k's examples (the unpacked stream's) packed into rows of the split's
+    longest pair, as many as the first batch of the execution needs; each of two data shards
+    gets its half of the rows, and the shards hold every example of the batch once."""
+    examples = _examples(40, seed=3)  # at most 12 + 7 tokens
+    lengths = {"inputs": 24, "targets": 16}
+    buckets = LengthBuckets.for_lengths((14, 20), lengths)
+    plain = TrainingStream(_settings(batch_size=8, feature_lengths=lengths), examples)
+    shards = [TrainingStream(_settings(batch_size=8, feature_lengths=lengths, buckets=buckets,
+                                       pack_batches=True, row_multiple=2, num_shards=2,
+                                       shard_index=i), examples)
+              for i in (0, 1)]
+    assert shards[0].packer.row.inputs == 14 and shards[0].packer.row.targets == 14
+    step, row_counts = 0, []
+    while step < 10:
+        executions = [shard.execution(step, 3) for shard in shards]
+        assert len(executions[0]) == len(executions[1])
+        for offset, halves in enumerate(zip(*executions)):
+            batch = {key: np.concatenate([half[key] for half in halves]) for key in halves[0]}
+            rows = len(batch["encoder_input_tokens"])
+            assert rows % 2 == 0 and rows <= 8
+            row_counts.append(rows)
+            whole = plain.batch(step + offset)
+            for example in range(8):
+                where = batch["encoder_segment_ids"] == example + 1
+                own = whole["encoder_input_tokens"][example]
+                np.testing.assert_array_equal(batch["encoder_input_tokens"][where], own[own > 0])
+                where = batch["decoder_segment_ids"] == example + 1
+                own = whole["decoder_target_tokens"][example]
+                np.testing.assert_array_equal(batch["decoder_target_tokens"][where],
+                                              own[own > 0])
+            assert batch["encoder_segment_ids"].max() == 8
+        step += len(executions[0])
+    assert min(row_counts) < 8

@@ -1,0 +1,126 @@
+"""PACK_BATCHES: a step's examples packed into few rows give the unpacked step (loss, gradients,
+dropout masks per example), and the rows hold every example once, within the row lengths."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from ct5x import partitioning
+from ct5x.config import T5Config
+from ct5x.length_buckets import BucketPair
+from ct5x.models import EncoderDecoderModel, LossOptions
+from ct5x.optimizers import OptimizerSettings, make_optimizer
+from ct5x.packing import BatchPacker, first_fit, row_count
+from ct5x.trainer import Trainer
+
+CONFIG = T5Config(vocab_size=40, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=24,
+                  num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.3)
+ROW = BucketPair(24, 16)
+
+
+def _unpacked(examples: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """`examples` rows of unequal lengths at 24/16, as the training stream builds them."""
+    rng = np.random.default_rng(seed)
+    inputs = np.zeros((examples, 24), np.int32)
+    targets = np.zeros((examples, 16), np.int32)
+    for row in range(examples):
+        used = rng.integers(2, 24)
+        inputs[row] = np.where(np.arange(24) < used, rng.integers(3, 40, size=24), 0)
+        used = rng.integers(2, 16)
+        targets[row] = np.where(np.arange(16) < used, rng.integers(3, 40, size=16), 0)
+    decoder_inputs = np.zeros_like(targets)
+    decoder_inputs[:, 1:] = targets[:, :-1]
+    return {"encoder_input_tokens": inputs, "decoder_target_tokens": targets,
+            "decoder_input_tokens": decoder_inputs,
+            "decoder_loss_weights": (targets > 0).astype(np.int32)}
+
+
+def _packed(batch, multiple: int = 1) -> dict[str, np.ndarray]:
+    packer = BatchPacker(ROW, len(batch["encoder_input_tokens"]), multiple)
+    return packer.pack(batch, *packer.plan(batch))
+
+
+def test_rows_hold_every_example_once_within_the_row_lengths():
+    rng = np.random.default_rng(1)
+    inputs, targets = rng.integers(1, 25, size=40), rng.integers(1, 17, size=40)
+    rows = first_fit(inputs, targets, ROW)
+    assert sorted(i for row in rows for i in row) == list(range(40))
+    assert all(sum(inputs[row]) <= 24 and sum(targets[row]) <= 16 for row in rows)
+    # First fit, longest first, never needs more than twice the rows the tokens need.
+    assert len(rows) <= 2 * max(-(-inputs.sum() // 24), -(-targets.sum() // 16))
+
+
+@pytest.mark.parametrize("needed, batch, multiple, expected", [
+    (1, 16, 1, 1), (5, 16, 1, 6), (7, 16, 1, 8), (9, 16, 1, 12), (13, 16, 1, 16),
+    (5, 16, 4, 8), (3, 16, 8, 8), (9, 16, 8, 16), (20, 64, 2, 24), (16, 16, 1, 16)])
+def test_the_number_of_rows_is_rounded_up_to_a_few_multiples_of_the_devices(
+        needed, batch, multiple, expected):
+    assert row_count(needed, batch, multiple) == expected
+
+
+def test_packed_rows_lay_out_each_example_with_its_own_positions_and_decoder_inputs():
+    batch = _unpacked()
+    packed = _packed(batch)
+    assert len(packed["encoder_input_tokens"]) < len(batch["encoder_input_tokens"])
+    for example in range(8):
+        for side, tokens in (("encoder", "encoder_input_tokens"),
+                             ("decoder", "decoder_target_tokens")):
+            where = packed[f"{side}_segment_ids"] == example + 1
+            assert where.any(axis=1).sum() == 1  # one row holds the whole example
+            own = batch[tokens][example]
+            np.testing.assert_array_equal(packed[tokens][where], own[own > 0])
+            np.testing.assert_array_equal(packed[f"{side}_positions"][where],
+                                          np.arange((own > 0).sum()))
+        where = packed["decoder_segment_ids"] == example + 1
+        own = batch["decoder_input_tokens"][example][:where.sum()]
+        np.testing.assert_array_equal(packed["decoder_input_tokens"][where], own)
+    np.testing.assert_array_equal(packed["decoder_loss_weights"],
+                                  packed["decoder_target_tokens"] > 0)
+
+
+@functools.cache
+def _trainer(packed_examples: int | None) -> Trainer:
+    model = EncoderDecoderModel(CONFIG,
+                                LossOptions(loss_normalizing_factor="NUM_REAL_TARGET_TOKENS"))
+    return Trainer(model, make_optimizer(OptimizerSettings(learning_rate=1e-2)),
+                   partitioning.Partitioner(1, devices=jax.devices()[:1]), seed=5,
+                   packed_examples=packed_examples)
+
+
+def _steps(trainer: Trainer, batches: list) -> tuple[dict, list[float]]:
+    params = EncoderDecoderModel(CONFIG).init_params(jax.random.key(0))
+    state, losses = trainer.create_state(jax.tree.map(np.asarray, params)), []
+    for batch in batches:
+        state, metrics = trainer.train(state, [batch])
+        losses.append(float(metrics.fetch()["loss"][0]))
+    return jax.tree.map(np.asarray, state.params), losses
+
+
+def test_packed_steps_with_dropout_repeat_the_unpacked_steps():
+    """Three steps at dropout 0.3: the same losses and parameters packed as unpacked, because
+    every example draws the masks its own row draws. Without them (`packed_examples` None: one
+    mask per packed row, shared by its examples) the losses differ, so the check can fail."""
+    batches = [_unpacked(seed=seed) for seed in range(3)]
+    expected_params, expected = _steps(_trainer(None), batches)
+    params, found = _steps(_trainer(8), [_packed(b) for b in batches])
+    np.testing.assert_allclose(found, expected, rtol=1e-5)
+    differences = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), params,
+                                               expected_params))
+    assert max(differences) <= 1e-5
+    _, shared_masks = _steps(_trainer(None), [_packed(b) for b in batches])
+    assert not np.allclose(shared_masks, expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("changes", [{"scan_layers": True}, {"remat_policy": "full"}])
+def test_packed_dropout_is_the_unpacked_one_when_the_layers_are_scanned_or_rematerialised(
+        changes):
+    model = EncoderDecoderModel(CONFIG.replace(**changes),
+                                LossOptions(loss_normalizing_factor="NUM_REAL_TARGET_TOKENS"))
+    params = model.init_params(jax.random.key(0))
+    batch = _unpacked(seed=4)
+    rng = jax.random.key(9)
+    expected = model.loss_fn(params, batch, rng)[0]
+    found = model.loss_fn(params, _packed(batch), rng, packed_examples=8)[0]
+    np.testing.assert_allclose(float(found), float(expected), rtol=1e-5)
