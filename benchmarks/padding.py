@@ -17,6 +17,7 @@ floor. It computes no step: the table is the padding each pipeline pays, per fea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -27,7 +28,6 @@ import numpy as np
 from fold import SHARED_NCBI, TASK, train_vocabulary
 
 from ct5x.length_buckets import DEFAULT_LENGTH_BUCKETS, LengthBuckets, used_lengths
-from ct5x.packing import BatchPacker
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,8 +57,9 @@ def executions(pairs: list, steps_per_execution: int) -> int:
 
 def epoch_positions(lengths: dict, bucket_sets: dict, batch_size: int,
                     steps_per_execution: int) -> list[dict]:
-    """Per bucket set: positions per step (fixed, bucketed, the collator's), real tokens, the
-    pairs that occur and the executions, over epoch 0 of the fold's training stream."""
+    """Per bucket set: positions per step (fixed, bucketed, packed, the collator's), real
+    tokens, the pairs and packed row counts that occur and the executions, over epoch 0 of the
+    fold's training stream."""
     from ct5x.data_pipeline import DataSettings, TrainingStream
 
     stream = TrainingStream(DataSettings(TASK, lengths, batch_size, 42))
@@ -72,8 +73,9 @@ def epoch_positions(lengths: dict, bucket_sets: dict, batch_size: int,
         buckets = LengthBuckets.for_lengths(values, lengths)
         pairs = [buckets.fit(batch) for batch in batches]
         bucketed = np.mean([batch_size * (p.inputs + p.targets) for p in pairs])
-        packer = BatchPacker(buckets.pair(*(int(max(u.max() for u in side))
-                                            for side in zip(*used))), batch_size)
+        # The training run's own packer: rows of the bucket pair of the split's longest example.
+        packer = TrainingStream(dataclasses.replace(stream.settings, buckets=buckets,
+                                                    pack_batches=True), stream.examples).packer
         row_counts = [packer.plan(batch)[1] for batch in batches]
         packed = np.mean(row_counts) * (packer.row.inputs + packer.row.targets)
         rows.append({"buckets": name, "steps": len(batches),

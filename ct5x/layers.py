@@ -119,12 +119,12 @@ def dropout(
         return x
     keep_prob = 1.0 - rate
     if isinstance(key, PackedKey):
-        keep = jnp.broadcast_to(_packed_keep(x.shape, keep_prob, key), x.shape)
-        return jax.lax.select(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
-    mask_shape = [1 if axis in {d % x.ndim for d in broadcast_dims} else size
-                  for axis, size in enumerate(x.shape)]
-    drawn = _drawn_keep(key, keep_prob, mask_shape)
-    keep = jnp.broadcast_to(jnp.moveaxis(drawn, 0, -1), x.shape)
+        keep = _packed_keep(x.shape, keep_prob, key)
+    else:
+        mask_shape = [1 if axis in {d % x.ndim for d in broadcast_dims} else size
+                      for axis, size in enumerate(x.shape)]
+        keep = jnp.moveaxis(_drawn_keep(key, keep_prob, mask_shape), 0, -1)
+    keep = jnp.broadcast_to(keep, x.shape)
     return jax.lax.select(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
 

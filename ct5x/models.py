@@ -67,6 +67,13 @@ class LossOptions:
     loss_normalizing_factor: str | float = "NONE"
     loss_on_padding: bool = False
 
+    @property
+    def counts_padding(self) -> bool:
+        """Whether the loss changes with how far the targets are padded: every position counted
+        as a target, or a divisor of batch x target length. Such batches keep their targets at
+        the full length (no length bucket, no packing)."""
+        return self.loss_on_padding or self.loss_normalizing_factor == "NUM_TOTAL_TARGET_TOKENS"
+
 
 class EncoderDecoderModel:
     """Loss, scoring and decoding for one `T5Config`; stateless.

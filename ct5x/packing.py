@@ -59,21 +59,25 @@ def row_count(needed: int, batch_size: int, multiple: int) -> int:
     return batch_size
 
 
-def _place(rows: int, length: int, members: list[list[int]], sequences: list[np.ndarray],
-           row_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tokens, segment ids (example index + 1) and positions of `sequences` laid out by row."""
-    tokens = np.zeros((rows, length), np.int32)
-    segments = np.zeros((rows, length), np.int32)
-    positions = np.zeros((rows, length), np.int32)
+def _place(side: str, features: Mapping[str, np.ndarray], used: np.ndarray,
+           members: list[list[int]], rows: int, length: int) -> Batch:
+    """One side's features (`encoder_*` or `decoder_*`) laid out by `members`: each example's
+    first `used` positions one after the other, with its segment id (example index + 1) and its
+    positions. An unpacked row already holds the example's own decoder inputs (its targets
+    shifted right from 0) and loss weights, so they are carried over as they are."""
+    out = {key: np.zeros((rows, length), value.dtype) for key, value in features.items()}
+    out[f"{side}segment_ids"] = np.zeros((rows, length), np.int32)
+    out[f"{side}positions"] = np.zeros((rows, length), np.int32)
     for row, indices in enumerate(members):
         start = 0
         for index in indices:
-            used = int(row_lengths[index])
-            tokens[row, start:start + used] = sequences[index][:used]
-            segments[row, start:start + used] = index + 1
-            positions[row, start:start + used] = np.arange(used)
-            start += used
-    return tokens, segments, positions
+            where = slice(start, start + int(used[index]))
+            for key, value in features.items():
+                out[key][row, where] = value[index, :where.stop - start]
+            out[f"{side}segment_ids"][row, where] = index + 1
+            out[f"{side}positions"][row, where] = np.arange(where.stop - start)
+            start = where.stop
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,20 +97,11 @@ class BatchPacker:
     def pack(self, batch: Mapping[str, np.ndarray], members: list[list[int]], rows: int
              ) -> Batch:
         """The batch's examples laid out by `members` in `rows` rows, with SeqIO's packed
-        features; the decoder's inputs are each example's targets shifted right, from 0."""
-        inputs, targets = batch["encoder_input_tokens"], batch["decoder_target_tokens"]
-        encoder = _place(rows, self.row.inputs, members, list(inputs), used_lengths(inputs))
-        decoder = _place(rows, self.row.targets, members, list(targets), used_lengths(targets))
-        target_tokens, decoder_segments, decoder_positions = decoder
-        decoder_inputs = np.zeros_like(target_tokens)
-        decoder_inputs[:, 1:] = np.where(decoder_positions[:, 1:] > 0, target_tokens[:, :-1], 0)
-        return {
-            "encoder_input_tokens": encoder[0],
-            "encoder_segment_ids": encoder[1],
-            "encoder_positions": encoder[2],
-            "decoder_target_tokens": target_tokens,
-            "decoder_input_tokens": decoder_inputs,
-            "decoder_loss_weights": (target_tokens > 0).astype(np.int32),
-            "decoder_segment_ids": decoder_segments,
-            "decoder_positions": decoder_positions,
-        }
+        features."""
+        packed: Batch = {}
+        for side, tokens, length in (("encoder_", "encoder_input_tokens", self.row.inputs),
+                                     ("decoder_", "decoder_target_tokens", self.row.targets)):
+            features = {key: value for key, value in batch.items() if key.startswith(side)}
+            packed.update(_place(side, features, used_lengths(batch[tokens]), members, rows,
+                                 length))
+        return packed

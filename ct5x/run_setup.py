@@ -170,17 +170,16 @@ def _length_buckets(settings: RunSettings, lengths: dict, loss: LossOptions
     batch x target length), which a shorter bucket would change."""
     if settings.length_buckets is None:
         return None
-    fixed = loss.loss_on_padding or loss.loss_normalizing_factor == "NUM_TOTAL_TARGET_TOKENS"
-    return LengthBuckets.for_lengths(settings.length_buckets, lengths, fixed_targets=fixed)
+    return LengthBuckets.for_lengths(settings.length_buckets, lengths,
+                                     fixed_targets=loss.counts_padding)
 
 
 def _packs_batches(settings: RunSettings, loss: LossOptions) -> bool:
-    """PACK_BATCHES where packing leaves the step as it is: not over SeqIO's packed stream,
-    microbatches (split by rows) or a loss that counts padded positions or sequences."""
-    if not settings.pack_batches or settings.pack or settings.num_microbatches != 1:
-        return False
-    return not loss.loss_on_padding and loss.loss_normalizing_factor not in (
-        "NUM_TOTAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE")
+    """PACK_BATCHES where packing leaves the step as it is: not with microbatches (split by
+    rows) or a loss that counts padded positions or sequences (the stream itself never packs
+    SeqIO's packed rows again)."""
+    return (settings.pack_batches and settings.num_microbatches == 1 and not loss.counts_padding
+            and loss.loss_normalizing_factor != "AVERAGE_PER_SEQUENCE")
 
 
 def _state_bytes(model: EncoderDecoderModel, settings: RunSettings) -> int:
@@ -249,7 +248,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
                       make_schedule(settings.optimizer, train_steps),
                       settings.steps_per_execution_for(jax.default_backend()),
                       microbatch_means=anchor,
-                      packed_examples=settings.batch_size if stream.packer else None)
+                      packed_examples=stream.packer and stream.packer.batch_size)
     # The task's decoding length (capped under the anchor switch), never past the target length;
     # beams scored as transformers 4.22 scored them under the anchor switch.
     options = DecodingOptions(num_beams=info.num_beams,
