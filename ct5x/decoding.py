@@ -26,6 +26,12 @@ Beam search offers three scoring conventions so that results can match either st
 Both run each example as if it were decoded alone: once an example has stopped its kept
 hypotheses are frozen, so outputs do not depend on the batch they were decoded in. (T5X keeps
 updating stopped examples while others run; for alpha >= 0 that can change nothing.)
+
+A long search grows its self-attention cache while it runs (`cache_lengths`): the loop runs in
+stages, each its own `while_loop` over a cache as long as that stage's last position needs, and
+the cache is padded between stages, so that the first half of the steps does not read positions
+that are not written yet. Those add exact zeros to the attention, so the results are a
+full-length cache's up to the order of float sums.
 """
 
 from collections.abc import Callable
@@ -41,11 +47,41 @@ PyTree = Any
 # (last_tokens [N] int32, step scalar int32 (0 = decoder-start position), cache)
 #   -> (logits [N, V], new cache); every cache leaf of rank >= 1 has a leading N axis.
 TokensToLogits = Callable[[jax.Array, jax.Array, PyTree], tuple[jax.Array, PyTree]]
+# (cache, length) -> the cache with zeroed positions appended up to `length`.
+GrowCache = Callable[[PyTree, int], PyTree]
 
 # Large finite negative score for masked candidates; finite so that sums never make NaN.
 NEG_INF = np.float32(-1.0e9)
 LENGTH_PENALTY_STYLES = ("hf", "hf_4.22", "t5x")
 DEFAULT_ALPHA = {"hf": 1.0, "hf_4.22": 1.0, "t5x": 0.6}
+# Searches of at least this many tokens start with a self-attention cache of half their length
+# and grow it once. Each stage compiles its own loop (t5_1_1-small greedy on a 2-core CPU: +0.6 s
+# at 256 tokens, +0.9 s at 512) and saves 7% (256) to 9% (512) of every decode; at 128 it saved 3%
+# for +1.2 s of compilation, so shorter searches keep one cache.
+GROWN_CACHE_MIN_LENGTH = 256
+
+
+def cache_lengths(max_decode_length: int) -> list[int]:
+    """The self-attention cache's length in each stage of a search that grows its cache (a
+    caller that passes `grow_cache` allocates the initial cache at the first of these)."""
+    if max_decode_length < GROWN_CACHE_MIN_LENGTH:
+        return [max_decode_length]
+    return [(max_decode_length + 1) // 2, max_decode_length]
+
+
+def _staged_loop(not_finished: Callable, body: Callable, state: NamedTuple,
+                 max_decode_length: int, grow_cache: GrowCache | None) -> NamedTuple:
+    """`while_loop(not_finished, body, state)`, run in cache stages when `grow_cache` is given:
+    stage k ends when `state.step` reaches its cache length, then the cache grows."""
+    if grow_cache is None:
+        return jax.lax.while_loop(not_finished, body, state)
+    for stage, length in enumerate(cache_lengths(max_decode_length)):
+        if stage:
+            state = state._replace(cache=grow_cache(state.cache, length))
+        state = jax.lax.while_loop(
+            lambda s, end=length: not_finished(s) & (s.step < end), body, state
+        )
+    return state
 
 
 def _gather_rows(tree: PyTree, rows: jax.Array) -> PyTree:
@@ -112,6 +148,7 @@ def _greedy(
     decoder_start_id: int,
     eos_id: int,
     pad_id: int,
+    grow_cache: GrowCache | None,
 ) -> _GreedyState:
     """Arg-max loop that also tracks each row's log-probability and length."""
 
@@ -146,7 +183,7 @@ def _greedy(
         done=jnp.zeros((batch_size,), bool),
         cache=initial_cache,
     )
-    return jax.lax.while_loop(not_finished, decode_one, start)
+    return _staged_loop(not_finished, decode_one, start, max_decode_length, grow_cache)
 
 
 def greedy_search(
@@ -158,9 +195,11 @@ def greedy_search(
     decoder_start_id: int,
     eos_id: int,
     pad_id: int = 0,
+    grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Arg-max decoding; returns the tokens [batch, max_decode_length] (pad_id after EOS) and
     each row's summed token log-probability [batch] (EOS included), as T5X's greedy decode does.
+    With `grow_cache`, `initial_cache` holds `cache_lengths(max_decode_length)[0]` positions.
 
     Same as transformers `generate(num_beams=1, do_sample=False)` and T5X greedy (top-k 1):
     the loop ends when every row has emitted EOS or max_decode_length tokens exist.
@@ -168,7 +207,7 @@ def greedy_search(
     _check_lengths(batch_size, max_decode_length)
     final = _greedy(
         tokens_to_logits, initial_cache, batch_size, max_decode_length, decoder_start_id,
-        eos_id, pad_id,
+        eos_id, pad_id, grow_cache,
     )
     return final.sequences, final.log_probs
 
@@ -216,6 +255,7 @@ def beam_search(
     pad_id: int = 0,
     length_penalty_style: str = "hf",
     alpha: float | None = None,
+    grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Beam search; returns the best sequence [batch, max_decode_length] (pad_id after EOS) and
     its score [batch]. Traceable: jit it around the caller's step with the sizes static.
@@ -227,7 +267,8 @@ def beam_search(
     axis 0 as beams move. `alpha` is Hugging Face's length_penalty exponent for the styles
     "hf" and "hf_4.22" (default 1.0) and T5X's brevity alpha for "t5x" (default 0.6). Any
     vocabulary of two or more tokens works, even one smaller than the beam: candidates that
-    descend from an empty beam slot are never kept as hypotheses.
+    descend from an empty beam slot are never kept as hypotheses. With `grow_cache`, as in
+    `greedy_search`.
     """
     _check_lengths(batch_size, max_decode_length, num_beams)
     if length_penalty_style not in LENGTH_PENALTY_STYLES:
@@ -243,7 +284,7 @@ def beam_search(
         # transformers runs greedy search for num_beams=1; score it as a finished beam would be.
         final = _greedy(
             tokens_to_logits, initial_cache, batch_size, max_decode_length, decoder_start_id,
-            eos_id, pad_id,
+            eos_id, pad_id, grow_cache,
         )
         return final.sequences, final.log_probs / penalty[final.lengths]
     # T5X bounds what a live beam can still reach by the penalty one past the last length.
@@ -353,7 +394,7 @@ def beam_search(
     # per example; choosing its beams copies the cache to them.
     logits, cache = tokens_to_logits(start.live_tokens[::num_beams], start.step, initial_cache)
     first = choose_beams(start, logits, cache)
-    final = jax.lax.while_loop(keep_searching, extend_beams, first)
+    final = _staged_loop(keep_searching, extend_beams, first, max_decode_length, grow_cache)
     # Style "hf" always ends hypotheses at the last step; "t5x" falls back to the best live beam.
     has_ended = final.kept_flags[:, 0]
     best_seqs = jnp.where(has_ended[:, None], final.kept_seqs[:, 0], final.live_seqs[:, 0])

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from ct5x import decoding, losses
 from ct5x.config import T5Config
 from ct5x.errors import UserInputError
-from ct5x.network import Transformer
+from ct5x.network import Transformer, grow_cache
 
 Params = Mapping[str, Any]
 Batch = Mapping[str, jax.Array]
@@ -197,15 +197,16 @@ class EncoderDecoderModel:
                 method=Transformer.decode_step,
             )
 
-        cache = self.module.apply(
-            variables, batch_size, options.max_decode_length, method=Transformer.init_cache
-        )
+        first_length = decoding.cache_lengths(options.max_decode_length)[0]
+        cache = self.module.apply(variables, batch_size, first_length,
+                                  method=Transformer.init_cache)
         common = {
             "batch_size": batch_size,
             "max_decode_length": options.max_decode_length,
             "decoder_start_id": self.config.decoder_start_id,
             "eos_id": self.config.eos_id,
             "pad_id": self.config.pad_id,
+            "grow_cache": grow_cache,
         }
         if options.num_beams == 1:
             tokens, scores = decoding.greedy_search(tokens_to_logits, cache, **common)

@@ -431,3 +431,12 @@ class Transformer(nn.Module):
         shape = (rows, c.num_heads, max_length, c.head_dim)
         zeros = jnp.zeros(shape, _dtype(c))
         return {f"layers_{i}": {"key": zeros, "value": zeros} for i in range(c.num_decoder_layers)}
+
+
+def grow_cache(cache: Cache, max_length: int) -> Cache:
+    """`cache` with zeroed positions appended up to `max_length` (`Transformer.init_cache`'s
+    layout), for a search whose cache grows as it decodes (`ct5x.decoding.cache_lengths`)."""
+    def grow(x: jax.Array) -> jax.Array:
+        return jnp.pad(x, ((0, 0), (0, 0), (0, max_length - x.shape[2]), (0, 0)))
+
+    return jax.tree_util.tree_map(grow, cache)

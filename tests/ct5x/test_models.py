@@ -11,6 +11,7 @@ import torch
 import transformers
 from t5_parity import PARITY_CONFIGS, hf_generate, random_tokens
 
+from ct5x import decoding
 from ct5x.checkpoints import load_checkpoint
 from ct5x.models import DecodingOptions, EncoderDecoderModel, LossOptions
 
@@ -221,3 +222,37 @@ def test_unknown_loss_normalizing_factor_names_the_setting(pair):
     bad = EncoderDecoderModel(model.config, LossOptions(loss_normalizing_factor="PER_BATCH"))
     with pytest.raises(UserInputError, match="loss_normalizing_factor='PER_BATCH'"):
         bad.loss_fn(params, teacher_forced_batch(np.random.default_rng(0)), None)
+
+
+@pytest.mark.parametrize("num_beams, style", [(1, "hf"), (3, "hf"), (3, "hf_4.22"), (3, "t5x")])
+def test_a_cache_that_grows_in_stages_decodes_as_a_full_length_one(untied_model, monkeypatch,
+                                                                   num_beams, style):
+    """Stages of 5 and 10 positions (some rows end in the first, some run to the last) give
+    the tokens and scores of one 10-position cache (whose parity with transformers' generate is
+    tested above). A stage that did not grow its cache would overwrite its last position."""
+    model, params = untied_model
+    params = with_frequent_eos(params, factor=2.0)
+    encoder_tokens = random_tokens(np.random.default_rng(9), 6, 12)
+    options = DecodingOptions(num_beams=num_beams, max_decode_length=10,
+                              length_penalty_style=style)
+    outputs = {}
+    for grown_from in (4, 11):
+        monkeypatch.setattr(decoding, "GROWN_CACHE_MIN_LENGTH", grown_from)
+        predict_fn = jax.jit(model.predict_batch_with_aux, static_argnames="options")
+        tokens, aux = predict_fn(params, {"encoder_input_tokens": encoder_tokens}, options)
+        outputs[grown_from] = (np.asarray(tokens), np.asarray(aux["scores"]),
+                               decoding.cache_lengths(10))
+    staged, full = outputs[4], outputs[11]
+    assert (staged[2], full[2]) == ([5, 10], [10])
+    ends = [np.flatnonzero(row == 1) for row in staged[0]]
+    assert any(eos.size and eos[0] < 5 for eos in ends), "no row ended in the first stage"
+    assert any(not eos.size or eos[0] >= 5 for eos in ends), "no row reached the last stage"
+    np.testing.assert_array_equal(staged[0], full[0])
+    np.testing.assert_allclose(staged[1], full[1], rtol=1e-6)
+
+
+def test_long_searches_start_with_half_a_cache():
+    assert decoding.cache_lengths(512) == [256, 512]
+    assert decoding.cache_lengths(257) == [129, 257]
+    assert decoding.cache_lengths(255) == [255]
+    assert decoding.cache_lengths(19) == [19]
