@@ -38,6 +38,8 @@ from ct5x.layers import (
 )
 
 Cache = dict[str, dict[str, jax.Array]]
+# Each cached key and value is [rows, heads, length, head_dim] (`Transformer.init_cache`).
+CACHE_LENGTH_AXIS = 2
 
 REMAT_POLICIES = {
     # Recompute everything in the backward pass except the layer's inputs.
@@ -315,7 +317,7 @@ class Decoder(nn.Module):
         (beams, example-major), and each example's rows then attend to its keys together.
         """
         x = self.shared_embedding(tokens[:, None])
-        max_length = next(iter(cache.values()))["key"].shape[2]
+        max_length = next(iter(cache.values()))["key"].shape[CACHE_LENGTH_AXIS]
         self_bias = self.relpos_bias.at_position(position, max_length)
         self_bias = self_bias + jnp.where(jnp.arange(max_length) <= position, 0.0, MASK_VALUE)
         cross_bias = attention_mask_bias(encoder_mask)
@@ -324,7 +326,8 @@ class Decoder(nn.Module):
             entry = cache[f"layers_{i}"]
             token_kv = layer.step_self_kv(x)
             written = {
-                name: jax.lax.dynamic_update_slice_in_dim(entry[name], update, position, axis=2)
+                name: jax.lax.dynamic_update_slice_in_dim(entry[name], update, position,
+                                                          axis=CACHE_LENGTH_AXIS)
                 for name, update in (("key", token_kv.key), ("value", token_kv.value))
             }
             new_cache[f"layers_{i}"] = written
@@ -437,6 +440,8 @@ def grow_cache(cache: Cache, max_length: int) -> Cache:
     """`cache` with zeroed positions appended up to `max_length` (`Transformer.init_cache`'s
     layout), for a search whose cache grows as it decodes (`ct5x.decoding.cache_lengths`)."""
     def grow(x: jax.Array) -> jax.Array:
-        return jnp.pad(x, ((0, 0), (0, 0), (0, max_length - x.shape[2]), (0, 0)))
+        widths = [(0, 0)] * x.ndim
+        widths[CACHE_LENGTH_AXIS] = (0, max_length - x.shape[CACHE_LENGTH_AXIS])
+        return jnp.pad(x, widths)
 
     return jax.tree_util.tree_map(grow, cache)
