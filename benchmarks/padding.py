@@ -3,14 +3,16 @@ LENGTH_BUCKETS, PACK_BATCHES (each step's examples packed into few rows) and the
 collator (each batch padded to its own longest row).
 
 It builds fold 0's training split of `ncbi_disease_fold0` with the same SentencePiece vocabulary
-as benchmarks/fold.py (trained here on the fold's text), goes through one epoch of ct5x's
-training stream (batch 16, the run's shuffled order) and counts, per step, the positions of
-inputs + targets each way, the bucket pairs that occur (one compilation each), the executions
-of up to STEPS_PER_EXECUTION = 8 steps that share one pair, and, packed, the positions per step and
-the numbers of rows that occur (one compilation each). Real tokens (EOS included) are the
-floor. It computes no step: the table is the padding each pipeline pays, per feature length.
+as benchmarks/fold.py (trained here on the fold's text), goes through the run's steps (2 epochs
+of batch 16, the run's shuffled order) and counts, per step, the positions of inputs + targets
+each way: fixed; bucketed, with the bucket pairs that occur (one compilation each) and the
+executions of up to STEPS_PER_EXECUTION = 8 steps that share one pair; packed, as the training
+run builds them: its planned row counts (one compilation each, PACKING_PROGRAM_COST's default)
+and the executions its loop makes. Real tokens (EOS included) are the floor. It computes no step:
+the table is the padding each pipeline pays, per feature length.
 
-    python benchmarks/padding.py [--lengths 512/512 128/128] [--buckets 32,64,96,128 ...]
+    python benchmarks/padding.py [--lengths 512/512 128/128] [--epochs 2]
+        [--buckets 32,64,96,128 ...]
         [--data ../shared/data/NCBI_disease]
 """
 
@@ -36,6 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--buckets", nargs="*", default=[],
                         help="other bucket sets to compare, e.g. 32,64,96,128")
+    parser.add_argument("--epochs", type=int, default=2, help="the study's 2 by default")
     parser.add_argument("--steps-per-execution", type=int, default=8)
     parser.add_argument("--vocabulary-size", type=int, default=8000)
     parser.add_argument("--data", default=str(SHARED_NCBI), help="the NCBI_disease folder")
@@ -55,15 +58,17 @@ def executions(pairs: list, steps_per_execution: int) -> int:
     return count
 
 
-def epoch_positions(lengths: dict, bucket_sets: dict, batch_size: int,
-                    steps_per_execution: int) -> list[dict]:
+def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int,
+                  steps_per_execution: int) -> list[dict]:
     """Per bucket set: positions per step (fixed, bucketed, packed, the collator's), real
-    tokens, the pairs and packed row counts that occur and the executions, over epoch 0 of the
-    fold's training stream."""
+    tokens, the pairs that occur and their executions, and, packed, the planned row counts and
+    the executions the training loop makes, over `epochs` epochs of the fold's training stream."""
     from ct5x.data_pipeline import DataSettings, TrainingStream
+    from ct5x.run_settings import RunSettings
 
     stream = TrainingStream(DataSettings(TASK, lengths, batch_size, 42))
-    batches = [stream.batch(step) for step in range(stream.num_examples // batch_size)]
+    steps = epochs * stream.num_examples // batch_size
+    batches = [stream.batch(step) for step in range(steps)]
     used = [[used_lengths(batch[key]) for key in ("encoder_input_tokens",
                                                   "decoder_target_tokens")] for batch in batches]
     collator = np.mean([batch_size * (int(i.max()) + int(t.max())) for i, t in used])
@@ -73,16 +78,23 @@ def epoch_positions(lengths: dict, bucket_sets: dict, batch_size: int,
         buckets = LengthBuckets.for_lengths(values, lengths)
         pairs = [buckets.fit(batch) for batch in batches]
         bucketed = np.mean([batch_size * (p.inputs + p.targets) for p in pairs])
-        # The training run's own packer: rows of the bucket pair of the split's longest example.
-        packer = TrainingStream(dataclasses.replace(stream.settings, buckets=buckets,
-                                                    pack_batches=True), stream.examples).packer
-        row_counts = [packer.plan(batch)[1] for batch in batches]
-        packed = np.mean(row_counts) * (packer.row.inputs + packer.row.targets)
-        rows.append({"buckets": name, "steps": len(batches),
+        # The training run's own packer and plan, and the executions its loop asks for.
+        packed_stream = TrainingStream(dataclasses.replace(stream.settings, buckets=buckets,
+                                                           pack_batches=True), stream.examples)
+        packed_stream.plan_packing(steps, RunSettings().packing_program_cost)
+        step, built, packed_executions = 0, 0, 0
+        while step < steps:
+            execution = packed_stream.execution(step, min(steps_per_execution, steps - step))
+            built += sum(len(batch["encoder_input_tokens"]) for batch in execution)
+            step, packed_executions = step + len(execution), packed_executions + 1
+        row = packed_stream.packer.row
+        rows.append({"buckets": name, "steps": steps,
                      "fixed": batch_size * (lengths["inputs"] + lengths["targets"]),
                      "bucketed": float(bucketed), "collator": float(collator),
-                     "packed": float(packed), "row_counts": len(set(row_counts)),
-                     "real": float(real), "pairs": len(set(pairs)),
+                     "packed": built / steps * (row.inputs + row.targets), "real": float(real),
+                     "row": f"{row.inputs}+{row.targets}",
+                     "row_counts": ",".join(map(str, packed_stream.packer.counts)),
+                     "packed_executions": packed_executions, "pairs": len(set(pairs)),
                      "executions": executions(pairs, steps_per_execution)})
     return rows
 
@@ -104,22 +116,24 @@ def main() -> None:
     os.environ.update(CT5X_DATA_DIR=str(work / "data"), CT5X_VOCABULARY=vocabulary)
     import ct5x_tasks.registration  # noqa: F401  (registers the tasks with SeqIO)
 
-    print("| lengths | LENGTH_BUCKETS | steps/epoch | fixed | bucketed | packed | collator (study) "
-          "| real tokens | bucketed / collator | packed / collator | bucket pairs "
-          f"| executions of <= {args.steps_per_execution} | packed row counts |")
-    print("|---" * 13 + "|")
+    print(f"| lengths | LENGTH_BUCKETS | steps ({args.epochs} epochs) | fixed | bucketed | packed "
+          "| collator (study) | real tokens | bucketed / collator | packed / collator "
+          f"| bucket pairs | their executions of <= {args.steps_per_execution} | packed rows "
+          "| planned row counts | packed executions |")
+    print("|---" * 15 + "|")
     bucket_sets = {"default": DEFAULT_LENGTH_BUCKETS, **{
         text: tuple(int(v) for v in text.split(",")) for text in args.buckets}}
     for text in args.lengths:
         inputs, _, targets = text.partition("/")
         lengths = {"inputs": int(inputs), "targets": int(targets or inputs)}
-        for found in epoch_positions(lengths, bucket_sets, args.batch_size,
-                                     args.steps_per_execution):
+        for found in run_positions(lengths, bucket_sets, args.batch_size, args.epochs,
+                                   args.steps_per_execution):
             print(f"| {text} | {found['buckets']} | {found['steps']} | {found['fixed']} "
                   f"| {found['bucketed']:.0f} | {found['packed']:.0f} | {found['collator']:.0f} "
                   f"| {found['real']:.0f} | {found['bucketed'] / found['collator']:.2f} "
                   f"| {found['packed'] / found['collator']:.2f} | {found['pairs']} "
-                  f"| {found['executions']} | {found['row_counts']} |", flush=True)
+                  f"| {found['executions']} | {found['row']} | {found['row_counts']} "
+                  f"| {found['packed_executions']} |", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

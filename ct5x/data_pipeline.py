@@ -15,9 +15,9 @@ A run on N processes therefore sees the batches a run on one process sees.
 Rows are built at the full feature lengths; `TrainingStream.execution` cuts the batches of one
 execution to the smallest bucket pair (`ct5x.length_buckets`) that holds the first of them, found
 from the whole global batch so that every process pads alike. With PACK_BATCHES, it packs each
-global batch's examples into as few rows as hold them (`ct5x.packing`) and the batches of one
-execution share the first one's number of rows. Either way padding changes how much is computed,
-never which examples make batch k.
+global batch's examples into as few rows as hold them (`ct5x.packing`), as many as one of the
+run's planned row counts, and the batches of one execution share the largest of theirs. Either
+way padding changes how much is computed, never which examples make batch k.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from ct5x.errors import UserInputError
 from ct5x.length_buckets import BucketPair, LengthBuckets
-from ct5x.packing import BatchPacker
+from ct5x.packing import BatchPacker, execution_length, plan_row_counts
 
 Batch = dict[str, np.ndarray]
 
@@ -235,10 +235,22 @@ class TrainingStream:
             self._buckets = {step: buckets.fit(self._rows(step * size, size))}
         return self._buckets[step]
 
+    def plan_packing(self, steps: int, program_cost: float) -> None:
+        """Plans the packed row counts of a run of `steps` steps from every step's need
+        (`packing.plan_row_counts`): a function of the data and the run's length alone, so every
+        process, and a resumed run, plans the same."""
+        if self.packer is None:
+            return
+        size = self.settings.batch_size
+        needed = [self.packer.needed_rows(self._rows(step * size, size)) for step in range(steps)]
+        counts = plan_row_counts(needed, program_cost) if needed else ()
+        self.packer = dataclasses.replace(self.packer, counts=counts)
+
     def execution(self, step: int, count: int) -> list[Batch]:
         """This process's shards of batches `step`, `step` + 1, ... for one execution: at most
         `count` of them, as long as each fits the first one's bucket pair, all cut to that pair
-        (packed: as long as each needs at most the first one's rows, all with as many)."""
+        (packed: as many as `packing.execution_length` groups, all with the largest of their
+        planned row counts)."""
         if self.packer is not None:
             return self._packed_execution(step, count)
         pair = self.bucket(step)
@@ -250,20 +262,14 @@ class TrainingStream:
     def _packed_execution(self, step: int, count: int) -> list[Batch]:
         settings, packer = self.settings, self.packer
         size = settings.batch_size
-        batches = [self._rows(step * size, size)]
-        plans = [packer.plan(batches[0])]
-        rows = plans[0][1]
-        while len(batches) < count:
-            batch = self._rows((step + len(batches)) * size, size)
-            plan = packer.plan(batch)
-            if plan[1] > rows:
-                break
-            batches.append(batch)
-            plans.append(plan)
+        batches = [self._rows((step + offset) * size, size) for offset in range(count)]
+        plans = [packer.plan(batch) for batch in batches]
+        taken = execution_length([rows for _, rows in plans])
+        rows = max(rows for _, rows in plans[:taken])
         shard = rows // settings.num_shards
         own = slice(settings.shard_index * shard, (settings.shard_index + 1) * shard)
         return [{key: value[own] for key, value in packer.pack(batch, members, rows).items()}
-                for batch, (members, _) in zip(batches, plans)]
+                for batch, (members, _) in zip(batches[:taken], plans)]
 
 
 def pad_batches(features: Batch, batch_size: int) -> list[tuple[Batch, int]]:

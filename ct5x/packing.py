@@ -13,22 +13,30 @@ in the example; attention never crosses examples, and T5's relative position bia
 on distances inside an example. What changes is the order of floating-point sums.
 
 Rows are the run's length pair (the smallest bucket pair that holds the split's longest input and
-target, so one row holds any example), and their number is rounded up to a few counts, each a
-multiple of the data-parallel devices: each count compiles its program once.
+target, so one row holds any example). Each row count compiles its own training program, so a run
+plans its counts before the first step (`plan_row_counts`, from every step's need: the stream is a
+function of the step), trading rows built against programs compiled (PACKING_PROGRAM_COST), and
+groups steps into executions that build few rows (`execution_length`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import itertools
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ct5x.length_buckets import BucketPair, used_lengths
 
 Batch = dict[str, np.ndarray]
-# Row counts, times the data-parallel devices: steps of about 1.5x, as the length buckets.
-ROW_COUNT_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# What one more execution costs on XLA:CPU, in rows built: each execution maps and first-touches
+# fresh scratch memory. Measured on t5_1_1-small, 7 rows of 128 + 128, 2 cores: 8 steps took
+# 2.31-2.55 s each in one execution and 2.71-2.91 s each in eight, about one row's time per
+# execution (accelerators run one step per execution, where this never matters).
+EXECUTION_COST_ROWS = 1.0
 
 
 def first_fit(input_lengths: np.ndarray, target_lengths: np.ndarray, row: BucketPair
@@ -50,13 +58,49 @@ def first_fit(input_lengths: np.ndarray, target_lengths: np.ndarray, row: Bucket
     return rows
 
 
-def row_count(needed: int, batch_size: int, multiple: int) -> int:
-    """The smallest allowed number of rows >= `needed`: `multiple` x ROW_COUNT_STEPS, at most
-    `batch_size` (which the unpacked batch has, and which `multiple` divides)."""
-    for step in ROW_COUNT_STEPS:
-        if needed <= step * multiple < batch_size:
-            return step * multiple
-    return batch_size
+def rounded_rows(needed: int, batch_size: int, multiple: int) -> int:
+    """`needed` rows rounded up to a multiple of the data-parallel devices, at most `batch_size`
+    (which the unpacked batch has, and which `multiple` divides)."""
+    return min(-(-needed // multiple) * multiple, batch_size)
+
+
+def plan_row_counts(needed: Sequence[int], program_cost: float) -> tuple[int, ...]:
+    """The row counts a run compiles, given the rows each of its steps needs: every step takes the
+    smallest planned count that holds it, and the plan is the one that builds the fewest rows over
+    the run when each count also costs `program_cost` rows (its compilation). The largest need is
+    always planned; ties go to fewer counts.
+
+    Exact by dynamic programming over the distinct needs in order: `best[i]` is the cheapest plan
+    for the steps needing one of the first i values, with the i-th value planned.
+    """
+    values, steps = zip(*sorted(Counter(needed).items()))
+    covered = [0, *itertools.accumulate(steps)]  # steps needing one of the first i values
+    best, previous = [0.0] + [math.inf] * len(values), [0] * (len(values) + 1)
+    for i in range(1, len(values) + 1):
+        for j in range(i):  # the values j..i-1 take count values[i - 1]
+            cost = best[j] + program_cost + (covered[i] - covered[j]) * values[i - 1]
+            if cost < best[i]:
+                best[i], previous[i] = cost, j
+    counts, i = [], len(values)
+    while i:
+        counts.append(values[i - 1])
+        i = previous[i]
+    return tuple(sorted(counts))
+
+
+def execution_length(counts: Sequence[int], overhead: float = EXECUTION_COST_ROWS) -> int:
+    """How many of the next steps, given their planned row counts, the first execution takes: of
+    the splits of these steps into executions, each built at its largest count, the one that
+    builds the fewest rows when each execution also costs `overhead` rows."""
+    best, first = [0.0] * (len(counts) + 1), [0] * (len(counts) + 1)
+    for start in range(len(counts) - 1, -1, -1):
+        best[start], rows = math.inf, 0
+        for length in range(1, len(counts) - start + 1):
+            rows = max(rows, counts[start + length - 1])
+            cost = rows * length + overhead + best[start + length]
+            if cost < best[start]:
+                best[start], first[start] = cost, length
+    return first[0]
 
 
 def _place(side: str, features: Mapping[str, np.ndarray], used: np.ndarray,
@@ -87,12 +131,23 @@ class BatchPacker:
     row: BucketPair
     batch_size: int
     multiple: int = 1
+    # The run's planned row counts (`plan_row_counts`); empty: every batch gets the rows it needs.
+    counts: tuple[int, ...] = ()
+
+    def needed_rows(self, batch: Mapping[str, np.ndarray]) -> int:
+        """The rows first fit needs for an unpacked batch, rounded up to the device multiple."""
+        return rounded_rows(len(self._members(batch)), self.batch_size, self.multiple)
 
     def plan(self, batch: Mapping[str, np.ndarray]) -> tuple[list[list[int]], int]:
-        """(example indices per row, the number of rows to build) for an unpacked batch."""
-        members = first_fit(used_lengths(batch["encoder_input_tokens"]),
-                            used_lengths(batch["decoder_target_tokens"]), self.row)
-        return members, row_count(len(members), self.batch_size, self.multiple)
+        """(example indices per row, the number of rows to build: the smallest planned count that
+        holds them) for an unpacked batch."""
+        members = self._members(batch)
+        needed = rounded_rows(len(members), self.batch_size, self.multiple)
+        return members, next((count for count in self.counts if count >= needed), needed)
+
+    def _members(self, batch: Mapping[str, np.ndarray]) -> list[list[int]]:
+        return first_fit(used_lengths(batch["encoder_input_tokens"]),
+                         used_lengths(batch["decoder_target_tokens"]), self.row)
 
     def pack(self, batch: Mapping[str, np.ndarray], members: list[list[int]], rows: int
              ) -> Batch:

@@ -49,6 +49,9 @@ class RunSettings:
     # Each step's examples packed into as few rows as hold them (ct5x.packing), where the loss
     # allows it (ct5x.run_setup); False: a row per example.
     pack_batches: bool = True
+    # A packed row count gets its own compiled training program only where that saves more than
+    # this many rows built over the run (ct5x.packing.plan_row_counts).
+    packing_program_cost: float = 64
     # Each batch is padded to the smallest of these lengths (and the feature length) that holds
     # its longest input and target (ct5x.length_buckets); None: always the feature lengths.
     length_buckets: tuple[int, ...] | None = DEFAULT_LENGTH_BUCKETS
@@ -101,6 +104,9 @@ class RunSettings:
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise UserInputError(f"gin: {name}={value} must be positive")
+        if not self.packing_program_cost >= 0:
+            raise UserInputError(
+                f"gin: PACKING_PROGRAM_COST={self.packing_program_cost} must be zero or more")
         check_buckets(self.length_buckets)
         if self.train_steps is None and self.epochs is None:
             raise UserInputError("gin: set TRAIN_STEPS or EPOCHS")

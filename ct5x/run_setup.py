@@ -242,6 +242,12 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     multihost.say(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
                   + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
                   + f" -> {train_steps} steps")
+    stream.plan_packing(train_steps, settings.packing_program_cost)
+    if stream.packer is not None:
+        row = stream.packer.row
+        multihost.say(f"packed rows of {row.inputs} + {row.targets} tokens, "
+                      f"{' or '.join(map(str, stream.packer.counts))} per step "
+                      f"(PACKING_PROGRAM_COST={settings.packing_program_cost:g})")
     # Under the anchor switch, microbatches are averaged as transformers' Trainer averages them.
     trainer = Trainer(model, make_optimizer(settings.optimizer, train_steps), partitioner,
                       settings.random_seed, settings.num_microbatches,

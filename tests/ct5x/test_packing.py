@@ -2,6 +2,7 @@
 dropout masks per example), and the rows hold every example once, within the row lengths."""
 
 import functools
+import itertools
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ from ct5x.config import T5Config
 from ct5x.length_buckets import BucketPair
 from ct5x.models import EncoderDecoderModel, LossOptions
 from ct5x.optimizers import OptimizerSettings, make_optimizer
-from ct5x.packing import BatchPacker, first_fit, row_count
+from ct5x.packing import BatchPacker, execution_length, first_fit, plan_row_counts, rounded_rows
 from ct5x.trainer import Trainer
 
 CONFIG = T5Config(vocab_size=40, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=24,
@@ -53,11 +54,56 @@ def test_rows_hold_every_example_once_within_the_row_lengths():
 
 
 @pytest.mark.parametrize("needed, batch, multiple, expected", [
-    (1, 16, 1, 1), (5, 16, 1, 6), (7, 16, 1, 8), (9, 16, 1, 12), (13, 16, 1, 16),
-    (5, 16, 4, 8), (3, 16, 8, 8), (9, 16, 8, 16), (20, 64, 2, 24), (16, 16, 1, 16)])
-def test_the_number_of_rows_is_rounded_up_to_a_few_multiples_of_the_devices(
-        needed, batch, multiple, expected):
-    assert row_count(needed, batch, multiple) == expected
+    (1, 16, 1, 1), (5, 16, 1, 5), (7, 16, 4, 8), (9, 16, 8, 16), (16, 16, 1, 16), (15, 16, 2, 16)])
+def test_rows_are_rounded_up_to_a_multiple_of_the_devices(needed, batch, multiple, expected):
+    assert rounded_rows(needed, batch, multiple) == expected
+
+
+def _plan_cost(needed, counts, program_cost):
+    return program_cost * len(counts) + sum(min(c for c in counts if c >= n) for n in needed)
+
+
+def test_the_planned_row_counts_build_the_fewest_rows_with_each_program_priced():
+    """Against every plan that holds the largest need (brute force), for random runs and prices;
+    on the fold subset's needs, a cheap program plans every need and a dear one a single count."""
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        needed = list(rng.integers(1, 12, size=rng.integers(1, 40)))
+        cost = float(rng.choice([0, 0.5, 3, 10, 64]))
+        found = plan_row_counts(needed, cost)
+        values = sorted(set(needed))
+        best = min(_plan_cost(needed, (*subset, values[-1]), cost)
+                   for size in range(len(values))
+                   for subset in itertools.combinations(values[:-1], size))
+        assert max(needed) in found and set(found) <= set(values)
+        assert _plan_cost(needed, found, cost) == pytest.approx(best)
+    subset = [5] * 2 + [6] * 13 + [7] * 16 + [8]
+    assert plan_row_counts(subset, 0) == (5, 6, 7, 8)
+    assert plan_row_counts(subset, 64) == (8,)
+    assert plan_row_counts([4] * 360 + [5] * 257 + [6] * 10 + [3] * 7, 64) == (4, 5, 6)
+
+
+def test_an_execution_takes_the_steps_that_build_the_fewest_rows():
+    """Against every split into executions (brute force), each execution built at its largest
+    count and costing one more row."""
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        counts = list(rng.integers(1, 9, size=rng.integers(1, 8)))
+        overhead = float(rng.choice([0, 1, 2.5]))
+
+        def cost(split, counts=counts, overhead=overhead):
+            bounds = [0, *itertools.accumulate(split)]
+            return sum(max(counts[a:b]) * (b - a) + overhead
+                       for a, b in itertools.pairwise(bounds))
+
+        splits = [split for size in range(1, len(counts) + 1)
+                  for split in itertools.product(range(1, len(counts) + 1), repeat=size)
+                  if sum(split) == len(counts)]
+        best = min(cost(split) for split in splits)
+        taken = execution_length(counts, overhead)
+        assert min(cost(split) for split in splits if split[0] == taken) == pytest.approx(best)
+    assert execution_length([6, 6, 6, 6]) == 4
+    assert execution_length([4, 6, 6, 6]) == 1  # building the 4 at 6 costs more than a new one
 
 
 def test_packed_rows_lay_out_each_example_with_its_own_positions_and_decoder_inputs():

@@ -58,3 +58,10 @@ def test_eval_batch_size_defaults_to_one_microbatch_and_must_be_positive():
     assert RunSettings(batch_size=64, eval_batch_size=8).evaluation_batch_size() == 8
     with pytest.raises(UserInputError, match="EVAL_BATCH_SIZE=0 must be positive"):
         RunSettings(**required, eval_batch_size=0).check()
+
+
+def test_the_price_of_a_packed_program_cannot_be_negative():
+    required = {"model_dir": "/tmp/run", "mixture_or_task_name": "task", "epochs": 1}
+    RunSettings(**required, packing_program_cost=0).check()
+    with pytest.raises(UserInputError, match="PACKING_PROGRAM_COST=-1 must be zero or more"):
+        RunSettings(**required, packing_program_cost=-1).check()

@@ -148,8 +148,9 @@ def test_an_execution_shares_the_bucket_of_its_first_batch_and_keeps_every_token
 
 def test_packed_executions_hold_each_batch_s_examples_split_over_the_data_shards():
     """PACK_BATCHES: batch k's examples (the unpacked stream's) packed into rows of the split's
-    longest pair, as many as the first batch of the execution needs; each of two data shards
-    gets its half of the rows, and the shards hold every example of the batch once."""
+    longest pair, as many as the execution's batches need; each of two data shards gets its half
+    of the rows, and the shards hold every example of the batch once. With the run's row counts
+    planned at a high price per program, every execution has the run's largest need."""
     examples = _examples(40, seed=3)  # at most 12 + 7 tokens
     lengths = {"inputs": 24, "targets": 16}
     buckets = LengthBuckets.for_lengths((14, 20), lengths)
@@ -180,3 +181,8 @@ def test_packed_executions_hold_each_batch_s_examples_split_over_the_data_shards
             assert batch["encoder_segment_ids"].max() == 8
         step += len(executions[0])
     assert min(row_counts) < 8
+    for shard in shards:
+        shard.plan_packing(10, program_cost=1000.0)
+    assert shards[0].packer.counts == (max(row_counts),)
+    assert {len(batch["encoder_input_tokens"]) for batch in shards[1].execution(0, 3)} == {
+        max(row_counts) // 2}
