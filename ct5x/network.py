@@ -4,21 +4,18 @@
 `decode` (teacher-forced, for the loss and scoring) and, for cached autoregressive decoding,
 `precompute_cross_attention` once per input and `decode_step` once per generated token.
 
-The identical layers of a stack can run rematerialised (`T5Config.remat_policy`) and as one
-`lax.scan` (`T5Config.scan_layers`, for fast compilation of deep models). Either way the stored
-parameters stay T5X's unscanned tree (`layers_0`, `layers_1`, ...): the scan stacks the layers'
-parameters inside the step, and the layer dropout keys do not depend on how the stack runs.
+The identical layers of a stack can run rematerialised and as one `lax.scan`
+(`ct5x.layer_stack`); either way the stored parameters stay T5X's unscanned tree.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ct5x.config import T5Config
+from ct5x.layer_stack import run_layers, stack_keys
 from ct5x.layers import (
     HIDDEN_BROADCAST_DIMS,
     MASK_VALUE,
@@ -29,7 +26,6 @@ from ct5x.layers import (
     LayerNorm,
     MlpBlock,
     MultiHeadAttention,
-    PackedKey,
     PackedRows,
     RelativePositionBiases,
     cross_key,
@@ -40,14 +36,6 @@ from ct5x.layers import (
 Cache = dict[str, dict[str, jax.Array]]
 # Each cached key and value is [rows, heads, length, head_dim] (`Transformer.init_cache`).
 CACHE_LENGTH_AXIS = 2
-
-REMAT_POLICIES = {
-    # Recompute everything in the backward pass except the layer's inputs.
-    "full": jax.checkpoint_policies.nothing_saveable,
-    # T5X's "minimal": keep the dense layers' outputs, recompute the rest.
-    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
 
 def _dtype(config: T5Config) -> jnp.dtype:
     return jnp.dtype(config.dtype)
@@ -174,56 +162,6 @@ class DecoderLayer(nn.Module):
         return self.self_attention.project_kv(self.pre_self_attention_layer_norm(x))
 
 
-def _run_layers(
-    stack: nn.Module,
-    layers: Sequence[nn.Module],
-    x: jax.Array,
-    args: tuple,
-    keys: Sequence[jax.Array | None],
-) -> jax.Array:
-    """Applies `layers` in order: plainly, rematerialised, or as one scan over stacked params.
-
-    Rematerialised and scanned runs apply each layer as a pure function of its parameters, read
-    from the stack's own (unscanned) parameter tree, so the checkpoint layout never changes.
-    """
-    c: T5Config = stack.config
-    if stack.is_initializing() or (c.remat_policy == "none" and not c.scan_layers):
-        for layer, key in zip(layers, keys):
-            x = layer(x, *args, key)
-        return x
-    template = type(layers[0])(c, parent=None)
-    params = [stack.variables["params"][layer.name] for layer in layers]
-
-    def apply_layer(x: jax.Array, layer_params, key: jax.Array | None) -> jax.Array:
-        return template.apply({"params": layer_params}, x, *args, key)
-
-    if c.remat_policy != "none":
-        apply_layer = jax.checkpoint(apply_layer, policy=REMAT_POLICIES[c.remat_policy])
-    if not c.scan_layers:
-        for layer_params, key in zip(params, keys):
-            x = apply_layer(x, layer_params, key)
-        return x
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
-    stacked_keys = None if keys[0] is None else jax.tree.map(lambda *k: jnp.stack(k), *keys)
-
-    def body(x: jax.Array, scanned) -> tuple[jax.Array, None]:
-        layer_params, key = scanned
-        return apply_layer(x, layer_params, key), None
-
-    x, _ = jax.lax.scan(body, x, (stacked, stacked_keys))
-    return x
-
-
-def _stack_keys(stack: nn.Module, deterministic: bool, count: int, rows: PackedRows | None,
-                cross_rows: PackedRows | None = None) -> list[DropoutKey]:
-    """Dropout keys for the embedding, each layer and the final norm of one stack (for packed
-    rows, keys that carry where each position comes from)."""
-    key = None if deterministic else stack.make_rng("dropout")
-    if key is not None and rows is not None:
-        key = PackedKey(key, rows, cross_rows)
-    return split_key(key, count + 2)
-
-
 class Encoder(nn.Module):
     config: T5Config
     shared_embedding: Embed
@@ -239,12 +177,12 @@ class Encoder(nn.Module):
         rows: PackedRows | None = None,
     ) -> jax.Array:
         """[batch, length] token ids (0 = padding) -> [batch, length, embed]."""
-        keys = _stack_keys(self, deterministic, len(self.layers), rows)
+        keys = stack_keys(self, deterministic, len(self.layers), rows)
         x = _hidden_dropout(self.config, self.shared_embedding(tokens), keys[0])
         length = tokens.shape[1]
         bias = self.relpos_bias(length, length, bidirectional=True)
         bias = bias + attention_mask_bias(tokens > 0, _same_segment(segment_ids, segment_ids))
-        x = _run_layers(self, self.layers, x, (bias,), keys[1:-1])
+        x = run_layers(self, self.layers, x, (bias,), keys[1:-1])
         x = _hidden_dropout(self.config, self.encoder_norm(x), keys[-1])
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -288,7 +226,7 @@ class Decoder(nn.Module):
         encoder_rows: PackedRows | None = None,
     ) -> jax.Array:
         """Teacher-forced pass: [batch, target_length] inputs -> float32 logits [.., vocab]."""
-        keys = _stack_keys(self, deterministic, len(self.layers), rows, encoder_rows)
+        keys = stack_keys(self, deterministic, len(self.layers), rows, encoder_rows)
         length = decoder_input_tokens.shape[1]
         x = _hidden_dropout(self.config, self.shared_embedding(decoder_input_tokens), keys[0])
         positions = jnp.arange(length)
@@ -300,7 +238,7 @@ class Decoder(nn.Module):
         cross_bias = attention_mask_bias(
             encoder_mask, _same_segment(decoder_segment_ids, encoder_segment_ids)
         )
-        x = _run_layers(self, self.layers, x, (self_bias, encoded, cross_bias), keys[1:-1])
+        x = run_layers(self, self.layers, x, (self_bias, encoded, cross_bias), keys[1:-1])
         return self._logits(x, keys[-1])
 
     def decode_step(
