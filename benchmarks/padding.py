@@ -5,11 +5,12 @@ collator (each batch padded to its own longest row).
 It builds fold 0's training split of `ncbi_disease_fold0` with the same SentencePiece vocabulary
 as benchmarks/fold.py (trained here on the fold's text), goes through the run's steps (2 epochs
 of batch 16, the run's shuffled order) and counts, per step, the positions of inputs + targets
-each way: fixed; bucketed, with the bucket pairs that occur (one compilation each) and the
-executions of up to STEPS_PER_EXECUTION = 8 steps that share one pair; packed, as the training
-run builds them: its planned row counts (one compilation each, PACKING_PROGRAM_COST's default)
-and the executions its loop makes. Real tokens (EOS included) are the floor. It computes no step:
-the table is the padding each pipeline pays, per feature length.
+each way, as the training loop builds them (`TrainingStream.execution`): fixed; bucketed, with
+the bucket pairs that occur (one compilation each) and the executions of up to
+STEPS_PER_EXECUTION = 8 steps that share one pair; packed, with the run's planned row counts
+(one compilation each, PACKING_PROGRAM_COST's default) and its executions. Real tokens (EOS
+included) are the floor. It computes no step: the table is the padding each pipeline pays, per
+feature length.
 
     python benchmarks/padding.py [--lengths 512/512 128/128] [--epochs 2]
         [--buckets 32,64,96,128 ...]
@@ -45,57 +46,59 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def executions(pairs: list, steps_per_execution: int) -> int:
-    """How many executions the training loop makes of these steps' bucket pairs: each takes up to
-    `steps_per_execution` batches while they fit its first one's pair."""
-    step, count = 0, 0
-    while step < len(pairs):
-        first, taken = pairs[step], 1
-        while (taken < steps_per_execution and step + taken < len(pairs)
-               and first.holds(pairs[step + taken])):
-            taken += 1
-        step, count = step + taken, count + 1
-    return count
+def loop_executions(stream, steps: int, steps_per_execution: int) -> list[list[dict]]:
+    """The executions the training loop asks `stream` for over `steps` steps (its own grouping:
+    bucket pairs, or packed rows)."""
+    step, found = 0, []
+    while step < steps:
+        found.append(stream.execution(step, min(steps_per_execution, steps - step)))
+        step += len(found[-1])
+    return found
+
+
+def _positions(execution: list[dict]) -> int:
+    return sum(batch["encoder_input_tokens"].size + batch["decoder_target_tokens"].size
+               for batch in execution)
 
 
 def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int,
                   steps_per_execution: int) -> list[dict]:
-    """Per bucket set: positions per step (fixed, bucketed, packed, the collator's), real
-    tokens, the pairs that occur and their executions, and, packed, the planned row counts and
-    the executions the training loop makes, over `epochs` epochs of the fold's training stream."""
+    """Per bucket set: positions per step (fixed, bucketed, packed, the collator's) as the
+    training loop builds them, real tokens, the bucket pairs that occur and their executions,
+    and, packed, the planned row counts and executions, over `epochs` epochs of the fold's
+    training stream."""
     from ct5x.data_pipeline import DataSettings, TrainingStream
     from ct5x.run_settings import RunSettings
 
     stream = TrainingStream(DataSettings(TASK, lengths, batch_size, 42))
     steps = epochs * stream.num_examples // batch_size
-    batches = [stream.batch(step) for step in range(steps)]
-    used = [[used_lengths(batch[key]) for key in ("encoder_input_tokens",
-                                                  "decoder_target_tokens")] for batch in batches]
+    used = [[used_lengths(batch[key]) for key in ("encoder_input_tokens", "decoder_target_tokens")]
+            for batch in (stream.batch(step) for step in range(steps))]
     collator = np.mean([batch_size * (int(i.max()) + int(t.max())) for i, t in used])
     real = np.mean([int(i.sum() + t.sum()) for i, t in used])
     rows = []
     for name, values in bucket_sets.items():
         buckets = LengthBuckets.for_lengths(values, lengths)
-        pairs = [buckets.fit(batch) for batch in batches]
-        bucketed = np.mean([batch_size * (p.inputs + p.targets) for p in pairs])
-        # The training run's own packer and plan, and the executions its loop asks for.
+        bucketed = loop_executions(
+            TrainingStream(dataclasses.replace(stream.settings, buckets=buckets), stream.examples),
+            steps, steps_per_execution)
         packed_stream = TrainingStream(dataclasses.replace(stream.settings, buckets=buckets,
                                                            pack_batches=True), stream.examples)
         packed_stream.plan_packing(steps, RunSettings().packing_program_cost)
-        step, built, packed_executions = 0, 0, 0
-        while step < steps:
-            execution = packed_stream.execution(step, min(steps_per_execution, steps - step))
-            built += sum(len(batch["encoder_input_tokens"]) for batch in execution)
-            step, packed_executions = step + len(execution), packed_executions + 1
+        packed = loop_executions(packed_stream, steps, steps_per_execution)
         row = packed_stream.packer.row
         rows.append({"buckets": name, "steps": steps,
                      "fixed": batch_size * (lengths["inputs"] + lengths["targets"]),
-                     "bucketed": float(bucketed), "collator": float(collator),
-                     "packed": built / steps * (row.inputs + row.targets), "real": float(real),
+                     "bucketed": sum(map(_positions, bucketed)) / steps,
+                     "collator": float(collator),
+                     "packed": sum(map(_positions, packed)) / steps, "real": float(real),
                      "row": f"{row.inputs}+{row.targets}",
                      "row_counts": ",".join(map(str, packed_stream.packer.counts)),
-                     "packed_executions": packed_executions, "pairs": len(set(pairs)),
-                     "executions": executions(pairs, steps_per_execution)})
+                     "packed_executions": len(packed),
+                     "pairs": len({execution[0]["encoder_input_tokens"].shape[1:]
+                                   + execution[0]["decoder_target_tokens"].shape[1:]
+                                   for execution in bucketed}),
+                     "executions": len(bucketed)})
     return rows
 
 

@@ -37,6 +37,7 @@ Cache = dict[str, dict[str, jax.Array]]
 # Each cached key and value is [rows, heads, length, head_dim] (`Transformer.init_cache`).
 CACHE_LENGTH_AXIS = 2
 
+
 def _dtype(config: T5Config) -> jnp.dtype:
     return jnp.dtype(config.dtype)
 
@@ -382,4 +383,4 @@ def grow_cache(cache: Cache, max_length: int) -> Cache:
         widths[CACHE_LENGTH_AXIS] = (0, max_length - x.shape[CACHE_LENGTH_AXIS])
         return jnp.pad(x, widths)
 
-    return jax.tree_util.tree_map(grow, cache)
+    return jax.tree.map(grow, cache)

@@ -99,3 +99,23 @@ def _fresh_gin_config():
 
     yield
     gin.clear_config()
+
+
+@pytest.fixture(autouse=True)
+def _process_vocabulary_undone():
+    """Undoes what a test did to the process-wide vocabulary (`ct5x_tasks.set_vocabulary_path`,
+    which a trainer run in-process, `train.main`, sets for the rest of the process), so that no
+    test depends on which tests ran before it in the same worker."""
+    before = dict(_process_vocabulary() or {})
+    yield
+    after = _process_vocabulary()
+    if after is not None:
+        after.clear()
+        after.update(before)
+
+
+def _process_vocabulary() -> dict | None:
+    """The task settings' process-wide vocabulary, once ct5x_tasks is imported (not before: most
+    tests never import it)."""
+    module = sys.modules.get("ct5x_tasks.task_settings")
+    return None if module is None else module._process

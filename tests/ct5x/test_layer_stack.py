@@ -74,7 +74,7 @@ def test_scanned_layers_keep_the_parameter_tree_and_cached_decoding(make_hf_t5):
     np.testing.assert_array_equal(predict(scanned), predict(plain))
 
 
-def test_scan_compiles_a_deep_model_faster(make_hf_t5):
+def test_a_scanned_deep_stack_compiles_as_one_loop(make_hf_t5):
     """Reports compile times of an 8 + 8 layer tiny model; asserts only that the scan is a loop."""
     import time
 

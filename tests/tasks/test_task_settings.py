@@ -18,9 +18,6 @@ def _no_environment(monkeypatch):
     for name in ("CT5X_DATA_DIR", "CT5X_FOLDS_DIR", "CT5X_ON_BAD_RECORD", "CT5X_VOCABULARY",
                  "CT5X_ANCHOR_COMPATIBLE", "CT5X_SITE_DIR_OOD"):
         monkeypatch.delenv(name, raising=False)
-    # Nor a trainer's vocabulary: a training run earlier in this worker's process sets one for
-    # the rest of the process (`set_vocabulary_path`); restored after each test.
-    monkeypatch.setattr(task_settings, "_process", {})
 
 
 def test_blocks_nest_and_restore_the_previous_state_however_they_end():
