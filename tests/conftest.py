@@ -101,11 +101,11 @@ def _fresh_gin_config():
     gin.clear_config()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _process_vocabulary_undone():
-    """Undoes what a test did to the process-wide vocabulary (`ct5x_tasks.set_vocabulary_path`,
-    which a trainer run in-process, `train.main`, sets for the rest of the process), so that no
-    test depends on which tests ran before it in the same worker."""
+    """Undoes what a test file (its tests and its fixtures) did to the process-wide vocabulary
+    (`ct5x_tasks.set_vocabulary_path`, which a trainer or sweep run in-process sets for the rest
+    of the process), so that no file depends on which files ran before it in the same worker."""
     before = dict(_process_vocabulary() or {})
     yield
     after = _process_vocabulary()
