@@ -259,6 +259,17 @@ class TrainingStream:
             steps += 1
         return [pair.trim(self.batch(index)) for index in range(step, step + steps)]
 
+    def packed_shapes(self, first: Batch) -> list[Batch]:
+        """A batch of zeros shaped as this process's shard of each planned packed row count
+        but `first`'s (a packed execution's batch): the shapes of the other training programs a
+        packed run compiles."""
+        if self.packer is None:
+            return []
+        shard_rows = {rows // self.settings.num_shards for rows in self.packer.counts}
+        shard_rows.discard(len(first["encoder_input_tokens"]))
+        return [{key: np.zeros((rows, *value.shape[1:]), value.dtype)
+                 for key, value in first.items()} for rows in sorted(shard_rows)]
+
     def _packed_execution(self, step: int, count: int) -> list[Batch]:
         settings, packer = self.settings, self.packer
         size = settings.batch_size

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ct5x.compile_ahead import AheadOfTime
 from ct5x.errors import UserInputError
 
 LogicalRules = Sequence[tuple[str, str | None]]
@@ -185,19 +186,11 @@ def _layout(mesh_shape: tuple[int, int], shard: DataShard, batch_size: int, name
     return DataLayout(batch_size, shard.shard_id, shard.num_shards, shard.replica_id == 0)
 
 
-class PartitionedFunction:
-    """A jitted function that runs (and lowers) inside its mesh and axis rules."""
+class PartitionedFunction(AheadOfTime):
+    """A jitted function that runs, lowers and compiles ahead inside its mesh and axis rules."""
 
     def __init__(self, jitted: Any, mesh: Mesh, rules: LogicalRules):
-        self._jitted, self._mesh, self._rules = jitted, mesh, rules
-
-    def __call__(self, *args, **kwargs):
-        with mesh_and_rules(self._mesh, self._rules):
-            return self._jitted(*args, **kwargs)
-
-    def lower(self, *args, **kwargs) -> jax.stages.Lowered:
-        with mesh_and_rules(self._mesh, self._rules):
-            return self._jitted.lower(*args, **kwargs)
+        super().__init__(jitted, lambda: mesh_and_rules(mesh, rules))
 
 
 class Partitioner:

@@ -78,6 +78,9 @@ class RunSettings:
     initialize_distributed: bool = False
     # JAX's persistent compilation cache (ct5x.compilation_cache); None: off.
     compilation_cache_dir: str | None = None
+    # Programs needed after the first training step compiled on a background thread meanwhile
+    # (ct5x.compile_ahead); False: each when first called.
+    compile_ahead: bool = True
     optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
     # The paper's objective: plain cross-entropy (no z-loss), the mean over real target tokens.
     loss: LossOptions = dataclasses.field(

@@ -279,6 +279,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
         keep_checkpoints=settings.keep_checkpoints,
         selection=_selection(settings, info),
         early_stopping_patience=settings.early_stopping_patience, log_examples=log_examples,
+        compile_ahead=settings.compile_ahead,
         summary_writers=_summary_writers(directory),
     )
     initial = None if checkpoint is None else checkpoint.params

@@ -6,7 +6,9 @@ variable CT5X_TIMINGS names, when the process exits (benchmarks/fold.py reads th
 
 Compilation is what JAX reports through `jax.monitoring` (tracing, lowering to MLIR and XLA's
 compilation, or the load of a program from the persistent compilation cache), attributed to the
-phase in which it happened, so a phase's own time and its compilation can be told apart.
+phase in which it happened, so a phase's own time and its compilation can be told apart. A program
+compiled on `ct5x.compile_ahead`'s background thread counts apart (`background_compile_seconds`);
+the time a caller waits for one counts as compilation, in the caller's phase.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import atexit
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -58,6 +61,7 @@ class Timeline:
         self.marks: dict[str, dict[str, float]] = {}
         self.phases: dict[str, dict[str, float]] = {}
         self.compile_seconds = 0.0
+        self.background_compile_seconds = 0.0
         self.compile_by_step = dict.fromkeys(COMPILE_EVENTS.values(), 0.0)
         self.programs = 0
         self.cache_hits = 0
@@ -88,10 +92,16 @@ class Timeline:
             record["count"] += 1
             record["last_end"] = round(self.now(), 3)
 
-    def compiled(self, event: str, seconds: float) -> None:
-        self.compile_seconds += seconds
-        self.compile_by_step[COMPILE_EVENTS[event]] += seconds
+    def compiled(self, event: str, seconds: float, background: bool = False) -> None:
         self.programs += event == BACKEND_COMPILE_EVENT
+        if background:
+            self.background_compile_seconds += seconds
+            return
+        self.compile_by_step[COMPILE_EVENTS[event]] += seconds
+        self.waited_for_compilation(seconds)
+
+    def waited_for_compilation(self, seconds: float) -> None:
+        self.compile_seconds += seconds
         if self._open:
             self.phases[self._open[-1]]["compile_seconds"] += seconds
 
@@ -103,6 +113,7 @@ class Timeline:
         return {"command": self.command, "process_start": round(self.origin, 3),
                 "end": round(self.now(), 3), "marks": dict(self.marks), "phases": phases,
                 "compile_seconds": round(self.compile_seconds, 3),
+                "background_compile_seconds": round(self.background_compile_seconds, 3),
                 "compile_by_step": {step: round(seconds, 3)
                                     for step, seconds in self.compile_by_step.items()},
                 "programs_compiled": self.programs, "cache_hits": self.cache_hits}
@@ -123,11 +134,33 @@ class Timeline:
 
 _current: Timeline | None = None
 _listening = False
+_thread = threading.local()  # .background: this thread compiles ahead of time
 
 
 def _on_span(event: str, start: float, end: float, **_: Any) -> None:
     if _current is not None and event in COMPILE_EVENTS:
-        _current.compiled(event, end - start)
+        _current.compiled(event, end - start, getattr(_thread, "background", False))
+
+
+@contextlib.contextmanager
+def in_background() -> Iterator[None]:
+    """Compilation inside the block (on this thread) counts as done in the background."""
+    _thread.background = True
+    try:
+        yield
+    finally:
+        _thread.background = False
+
+
+@contextlib.contextmanager
+def compile_wait() -> Iterator[None]:
+    """The block's wall time counts as compilation: a caller waiting for a program compiling
+    in the background."""
+    start = time.time()
+    try:
+        yield
+    finally:
+        current().waited_for_compilation(time.time() - start)
 
 
 def _on_event(event: str, **_: Any) -> None:

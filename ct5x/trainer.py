@@ -245,6 +245,11 @@ class Trainer:
         state, metrics = self._train(*self._arguments(state, host_batches))
         return state, ExecutionMetrics(metrics, len(host_batches))
 
+    def compile_train_ahead(self, state: Any, host_batches: list[Batch]) -> None:
+        """Starts compiling `train`'s program for batches of these shapes in the background;
+        `state` may be abstract (`ct5x.compile_ahead.abstract`)."""
+        self._train.compile_ahead(*self._arguments(state, host_batches))
+
     def lower_train(self, state: TrainState, host_batches: list[Batch]) -> jax.stages.Lowered:
         """The program `train` runs on these batches, lowered for inspection (its HLO, or XLA's
         memory analysis once compiled)."""
@@ -268,13 +273,25 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------
 
+    def _global(self, batch: Batch) -> dict[str, jax.Array]:
+        return self.partitioner.host_to_global(self.partitioner.host_rows(batch))
+
+    @staticmethod
+    def _inputs(batch: Batch) -> Batch:
+        return {"encoder_input_tokens": batch["encoder_input_tokens"]}
+
     def score(self, params: Any, batch: Batch) -> np.ndarray:
         """Per-example target log-likelihood of a global batch every process holds."""
-        rows = self.partitioner.host_to_global(self.partitioner.host_rows(batch))
-        return np.asarray(self._score(params, rows))
+        return np.asarray(self._score(params, self._global(batch)))
 
     def predict(self, params: Any, batch: Batch, options: DecodingOptions) -> np.ndarray:
         """Decoded tokens of a global batch every process holds."""
-        inputs = {"encoder_input_tokens": batch["encoder_input_tokens"]}
-        rows = self.partitioner.host_to_global(self.partitioner.host_rows(inputs))
-        return np.asarray(self._predict(params, rows, options=options))
+        return np.asarray(self._predict(params, self._global(self._inputs(batch)),
+                                        options=options))
+
+    def compile_evaluation_ahead(self, params: Any, batch: Batch,
+                                 options: DecodingOptions) -> None:
+        """Starts compiling `score`'s and `predict`'s programs for batches of this one's shapes
+        in the background; `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
+        self._score.compile_ahead(params, self._global(batch))
+        self._predict.compile_ahead(params, self._global(self._inputs(batch)), options=options)

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ct5x import multihost, timing
+from ct5x import compile_ahead, multihost, timing
 from ct5x.checkpoints import train_state as saved
 from ct5x.data_pipeline import TrainingStream
 from ct5x.errors import UserInputError
@@ -74,6 +74,8 @@ class Run:
     selection: Selection
     early_stopping_patience: int | None
     log_examples: bool = False
+    # Compile the programs needed after the first execution in the background (COMPILE_AHEAD).
+    compile_ahead: bool = False
     summary_writers: dict[str, Any] = dataclasses.field(default_factory=dict)
     checkpoints: saved.CheckpointWriter = dataclasses.field(default_factory=saved.CheckpointWriter)
     # The save in flight: its step and, for an evaluation's, run.json to write once committed.
@@ -245,6 +247,7 @@ def _write_run(run: Run) -> None:
 
 
 def _finish(run: Run, step: int) -> dict[str, Any]:
+    compile_ahead.cancel_pending()
     _commit(run, wait=True)
     run.checkpoints.close()
     run.record.update(latest_step=step, finished=True)
@@ -259,6 +262,7 @@ def train(run: Run, initial_params: Any) -> dict[str, Any]:
     try:
         return _train(run, initial_params)
     except BaseException:
+        compile_ahead.cancel_pending()
         with contextlib.suppress(Exception):  # the error that stopped the run is the one to see
             _commit(run, wait=True)
         raise
@@ -278,13 +282,14 @@ def _train(run: Run, initial_params: Any) -> dict[str, Any]:
         run.directory.truncate_metrics(after_step=step, drop_validation_at=step)
         stopped = _evaluate(run, state, step, run.stream.epoch_of_step(step))
     run.record["latest_step"] = step
+    if run.compile_ahead and step < run.train_steps and not stopped:
+        _compile_ahead(run, state, step)
     log = TrainingLog(run, start=step)
     pending: tuple | None = None  # the execution before: read once the next is on its way
     executions = 0
     while step < run.train_steps and not stopped:
         # Up to STEPS_PER_EXECUTION batches that share one length bucket.
-        batches = run.stream.execution(
-            step, min(run.trainer.steps_per_execution, _next_stop(run, step) - step))
+        batches = run.stream.execution(step, _execution_size(run, step))
         state, metrics = run.trainer.train(state, batches)
         if "first_step" not in timing.current().marks:
             jax.block_until_ready(metrics.values)
@@ -372,6 +377,25 @@ class TrainingLog:
             self.progress.close()
         for writer in self.run.summary_writers.values():
             writer.close()
+
+
+def _compile_ahead(run: Run, state: TrainState, step: int) -> None:
+    """Compiles the first execution's program while, on a background thread, the programs the
+    run calls after it compile: the training programs of the other packed row counts, then the
+    validation's. The first is traced before the background starts, as tracing holds Python's
+    GIL (two threads tracing at once slowed the first by half); XLA's compilation does not."""
+    shapes = compile_ahead.abstract(state)
+    first = run.stream.execution(step, _execution_size(run, step))
+    lowered = run.trainer.lower_train(shapes, first)
+    for batch in run.stream.packed_shapes(first[0]):
+        run.trainer.compile_train_ahead(shapes, [batch])
+    run.validator.compile_ahead(run.trainer, shapes.params)
+    lowered.compile()
+
+
+def _execution_size(run: Run, step: int) -> int:
+    """The most steps the execution from `step` may take (the stream may take fewer)."""
+    return min(run.trainer.steps_per_execution, _next_stop(run, step) - step)
 
 
 def _next_stop(run: Run, step: int) -> int:

@@ -76,6 +76,12 @@ class Validator:
             names.update(metric_fn(targets, predictions))
         return names
 
+    def compile_ahead(self, trainer: Trainer, params: Any) -> None:
+        """Starts compiling the programs `run` calls (scoring and decoding, per batch shape) in
+        the background; `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
+        for _, batch, _ in self.batches:
+            trainer.compile_evaluation_ahead(params, batch, self.options)
+
     def run(self, trainer: Trainer, params: Any) -> ValidationResult:
         """validation loss (mean negative log-likelihood per target token) and task metrics."""
         log_likelihood, tokens, decoded = 0.0, 0, [""] * len(self.examples)

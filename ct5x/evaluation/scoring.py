@@ -29,6 +29,7 @@ import ct5x_tasks
 from ct5x import storage, timing
 from ct5x.atomic import write_json
 from ct5x.checkpoints import load_checkpoint
+from ct5x.compile_ahead import AheadOfTime
 from ct5x.errors import UserInputError
 from ct5x.evaluation.progress import EvaluationProgress
 from ct5x.evaluation.splits import EvaluationSplit, build_split, setting_name, split_sha256
@@ -158,11 +159,11 @@ def predictor(model: EncoderDecoderModel, options: DecodingOptions) -> Callable:
     and decoding options (so all folds of a model share the compiled program)."""
     key = (model.config, options)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = jax.jit(
+        _PREDICTORS[key] = AheadOfTime(jax.jit(
             lambda params, tokens: model.predict_batch(
                 params, {"encoder_input_tokens": tokens}, options
             )
-        )
+        ))
     return _PREDICTORS[key]
 
 
@@ -176,8 +177,15 @@ def decode(model, params, vocabulary, split_data: EvaluationSplit, options: Deco
     inputs = feature_buckets(buckets, split_data.input_length)
     predict = predictor(model, options)
     predictions = [""] * len(lengths)
-    for indices in length_sorted_batches(lengths, batch_size):
-        tokens = bucket_rows(split_data.input_tokens, indices, inputs, batch_size)
+    batches = [(indices, bucket_rows(split_data.input_tokens, indices, inputs, batch_size))
+               for indices in length_sorted_batches(lengths, batch_size)]
+    # The first batch's program compiles on this thread, the other buckets' in the background;
+    # the first is traced before the background starts (tracing holds Python's GIL).
+    first = predict.lower(params, batches[0][1])
+    for _, tokens in batches[1:]:
+        predict.compile_ahead(params, tokens)
+    first.compile()
+    for indices, tokens in batches:
         decoded = np.asarray(predict(params, tokens))
         for index, row in zip(indices, decoded):
             predictions[index] = vocabulary.decode(row.tolist())

@@ -3,6 +3,7 @@ loss, exact resume after SIGKILL, the same run with length buckets, and the same
 on a simulated (4, 2) mesh."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -251,6 +252,35 @@ def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_
             assert _predictions(folder / path) == _predictions(fixed / path), name
     metrics = json.loads((folders["packed"] / "metrics.json").read_text())
     assert metrics["decoding"]["max_decode_length"] == 80 and metrics["max_input_length"] == 80
+
+
+def test_compiling_ahead_runs_the_same_programs_once(synthetic_inputs, tmp_path):
+    """COMPILE_AHEAD (the default) compiles the validation's programs and the other packed row
+    counts' on a background thread: the run ends as the run that compiles each program when
+    first called (parameters, losses, validation and test predictions), and compiles no program
+    twice."""
+    macros = {"TRAIN_STEPS": 6, "EVAL_PERIOD": 3, "LOG_PERIOD": 1, "EVAL_EXAMPLES": 8,
+              "TASK_FEATURE_LENGTHS": {"inputs": 80, "targets": 80}, "LENGTH_BUCKETS": (48, 64),
+              "PACKING_PROGRAM_COST": 0}
+    env = {**subprocess_env(), "XLA_FLAGS": FAST_COMPILE}
+    timelines = {}
+    for name, ahead in (("ahead", True), ("as_called", False)):
+        folder = tmp_path / name
+        result = subprocess.run(
+            train_command(gin_flags(folder, *synthetic_inputs, COMPILE_AHEAD=ahead, **macros)),
+            check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        # More than one number of packed rows: a training program is compiled ahead too.
+        assert re.search(r"packed rows of .* \d+ or \d+", result.stdout), result.stdout
+        timelines[name] = json.loads((folder / "timings.jsonl").read_text().splitlines()[-1])
+    ahead, as_called = tmp_path / "ahead", tmp_path / "as_called"
+    assert timelines["ahead"]["programs_compiled"] == timelines["as_called"]["programs_compiled"]
+    assert timelines["ahead"]["background_compile_seconds"] > 0
+    assert timelines["as_called"]["background_compile_seconds"] == 0
+    assert _losses(ahead) == _losses(as_called)
+    assert _largest_difference(as_called, ahead, 6) == 0
+    for path in ("validation/predictions_3.jsonl", "validation/predictions_6.jsonl"):
+        assert _predictions(ahead / path) == _predictions(as_called / path), path
 
 
 MESH_SCRIPT = """
