@@ -32,6 +32,7 @@ COMPILE_EVENTS = {
     BACKEND_COMPILE_EVENT: "xla",
 }
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+WAIT_STEP = "background_wait"  # a caller waiting for a program compiled ahead
 
 
 def process_start() -> float:
@@ -62,7 +63,8 @@ class Timeline:
         self.phases: dict[str, dict[str, float]] = {}
         self.compile_seconds = 0.0
         self.background_compile_seconds = 0.0
-        self.compile_by_step = dict.fromkeys(COMPILE_EVENTS.values(), 0.0)
+        # JAX's steps on this thread, and the waits for programs compiling in the background.
+        self.compile_by_step = dict.fromkeys([*COMPILE_EVENTS.values(), WAIT_STEP], 0.0)
         self.programs = 0
         self.cache_hits = 0
         self._open: list[str] = []
@@ -97,10 +99,13 @@ class Timeline:
         if background:
             self.background_compile_seconds += seconds
             return
-        self.compile_by_step[COMPILE_EVENTS[event]] += seconds
-        self.waited_for_compilation(seconds)
+        self._compiling(COMPILE_EVENTS[event], seconds)
 
     def waited_for_compilation(self, seconds: float) -> None:
+        self._compiling(WAIT_STEP, seconds)
+
+    def _compiling(self, step: str, seconds: float) -> None:
+        self.compile_by_step[step] += seconds
         self.compile_seconds += seconds
         if self._open:
             self.phases[self._open[-1]]["compile_seconds"] += seconds
