@@ -8,7 +8,8 @@ Compilation is what JAX reports through `jax.monitoring` (tracing, lowering to M
 compilation, or the load of a program from the persistent compilation cache), attributed to the
 phase in which it happened, so a phase's own time and its compilation can be told apart. A program
 compiled on `ct5x.compile_ahead`'s background thread counts apart (`background_compile_seconds`);
-the time a caller waits for one counts as compilation, in the caller's phase.
+the time a caller waits for one counts as compilation (its step `background_wait`), in the
+caller's phase.
 """
 
 from __future__ import annotations
