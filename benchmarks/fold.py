@@ -1,11 +1,12 @@
 """One fold of NCBI-disease end to end: ct5x as a user runs it against the study's pipeline.
 
-ct5x runs `ct5x train` and then `ct5x evaluate` (two processes, as a user types them); the
-study's pipeline is `finetune_ncbi.py` re-expressed with transformers' Seq2SeqTrainer
-(benchmarks/fold_study.py, one process). Both get the same fold 0 of the registered task
-`ncbi_disease_fold0` (folds.json, optionally a seeded subset of its training part and the first
-examples of its validation part and of the test split), the same prompts (made by the task), the
-same random-initialised checkpoint (a transformers T5 saved with `save_pretrained`), the same
+ct5x runs `ct5x train` with EVALUATE_AFTER_TRAINING, which scores the test split in the same
+process as the study's script does (`--separate-evaluate`: `ct5x train` and then `ct5x evaluate`,
+two processes); the study's pipeline is `finetune_ncbi.py` re-expressed with transformers'
+Seq2SeqTrainer (benchmarks/fold_study.py, one process). Both get the same fold 0 of the registered
+task `ncbi_disease_fold0` (folds.json, optionally a seeded subset of its training part and the
+first examples of its validation part and of the test split), the same prompts (made by the task),
+the same random-initialised checkpoint (a transformers T5 saved with `save_pretrained`), the same
 SentencePiece vocabulary with T5's ids (trained here on the fold's text), batch size, epochs,
 constant Adafactor at 1e-4, dropout 0.1, greedy validation each epoch, test prediction and CPU
 cores (every process is pinned to `--threads` cores; PyTorch gets as many threads). ct5x's
@@ -19,7 +20,8 @@ over ct5x's: above 1, ct5x is faster), then a float32 matmul's rate measured bet
 (the machine's ceiling), and the last line is one JSON object. It measures; it asserts nothing.
 
     python benchmarks/fold.py [--shape small|tiny] [--lengths 128/128] [--train-examples 320]
-        [--validation-examples 160] [--test-examples 160] [--rounds 2] [--quick]
+        [--validation-examples 160] [--test-examples 160] [--rounds 2] [--separate-evaluate]
+        [--quick]
 
 The real NCBI-disease files are read from ../shared/data/NCBI_disease beside the project, or
 from `--data`.
@@ -73,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="SentencePiece pieces trained on the fold's text")
     parser.add_argument("--compilation-cache", action="store_true",
                         help="ct5x with a warm compilation cache (a warm-up fold fills it)")
+    parser.add_argument("--separate-evaluate", action="store_true",
+                        help="ct5x as two processes: `ct5x train`, then `ct5x evaluate`")
     parser.add_argument("--data", default=str(SHARED_NCBI), help="the NCBI_disease folder")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true",
@@ -206,8 +210,8 @@ def timeline(path: pathlib.Path) -> dict:
 
 
 def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> tuple:
-    """`ct5x train` then `ct5x evaluate`; ([(timeline, wall, CPU seconds)] per process, test
-    metrics)."""
+    """`ct5x train` scoring the test split itself, or then `ct5x evaluate`
+    (--separate-evaluate); ([(timeline, wall, CPU seconds)] per process, test metrics)."""
     folder.mkdir(parents=True)
     model_dir = folder / "run"
     ct5x = [sys.executable, "-m", "ct5x.cli"]
@@ -215,6 +219,7 @@ def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> 
               "INITIAL_CHECKPOINT_PATH": str(prepared["checkpoint"]),
               "MIXTURE_OR_TASK_NAME": TASK, "EPOCHS": args.epochs,
               "BATCH_SIZE": args.batch_size, "COMPILATION_CACHE_DIR": cache,
+              "EVALUATE_AFTER_TRAINING": not args.separate_evaluate,
               "TASK_FEATURE_LENGTHS": {"inputs": args.input_length,
                                        "targets": args.target_length}}
     train = [*ct5x, "train", "--gin_file=runs/finetune.gin",
@@ -222,7 +227,8 @@ def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> 
     evaluate = [*ct5x, "evaluate", "--runs", str(model_dir), "--batch-size",
                 str(args.batch_size), "--no-progress", "--compilation-cache-dir", str(cache)]
     processes = []
-    for name, command in (("train", train), ("evaluate", evaluate)):
+    commands = [("train", train)] + [("evaluate", evaluate)] * args.separate_evaluate
+    for name, command in commands:
         timings = folder / f"{name}_timings.jsonl"
         env = dict(os.environ, CT5X_TIMINGS=str(timings), TF_CPP_MIN_LOG_LEVEL="3",
                    HF_HUB_OFFLINE="1")
@@ -299,6 +305,7 @@ def main() -> None:
         "shape": args.shape, "lengths": [args.input_length, args.target_length],
         "examples": prepared["sizes"], "epochs": args.epochs, "batch_size": args.batch_size,
         "rounds": args.rounds, "threads": args.threads, "compilation_cache": args.compilation_cache,
+        "ct5x_processes": 2 if args.separate_evaluate else 1,
         "phases": summary, "per_round": {"ct5x": ours, "study": theirs}, "checks": checks,
         "matmul_gflops": round(statistics.median(rates), 1),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -2,9 +2,10 @@
 
 Each process of a pipeline leaves a timeline record (`ct5x.timing`: marks and phases in seconds
 since the process started, and the compilation JAX reported inside each), and the benchmark
-measures its wall time from launch to exit. ct5x runs two processes (`ct5x train`, then `ct5x
-evaluate`); the study's Seq2SeqTrainer pipeline runs one (benchmarks/fold_study.py) and records
-the same marks and phases. A phase's compilation is counted once, under "compile".
+measures its wall time from launch to exit. ct5x runs one process (`ct5x train` scoring the test
+split after training) or two (`ct5x train`, then `ct5x evaluate`); the study's Seq2SeqTrainer
+pipeline runs one (benchmarks/fold_study.py) and records the same marks and phases. A phase's
+compilation is counted once, under "compile".
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 PHASES = ("start_up", "compile", "training", "validation", "checkpoints", "test_prediction",
           "other")
 LABELS = {
-    "start_up": "start-up (imports, data, model; both processes)",
+    "start_up": "start-up (imports, data, model; every process)",
     "compile": "compile (JAX tracing + XLA)",
     "training": "training steps",
     "validation": "validation (loss + greedy decoding)",

@@ -81,6 +81,9 @@ class RunSettings:
     # Programs needed after the first training step compiled on a background thread meanwhile
     # (ct5x.compile_ahead); False: each when first called.
     compile_ahead: bool = True
+    # After training, the best checkpoint's test split decoded and scored in this process, as
+    # `ct5x evaluate --runs MODEL_DIR` would (one process start-up and compilation fewer).
+    evaluate_after_training: bool = False
     optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
     # The paper's objective: plain cross-entropy (no z-loss), the mean over real target tokens.
     loss: LossOptions = dataclasses.field(

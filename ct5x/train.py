@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import sys
@@ -148,21 +149,47 @@ def run(gin_files: list[str], gin_bindings: list[str] = (), search_paths: list[s
     timeline.mark("run_start")
     settings, gin_model = load_settings(list(gin_files), list(gin_bindings), list(search_paths))
     _configure_process(settings, processes)
+    if settings.evaluate_after_training and multihost.is_multiprocess():
+        raise UserInputError("gin: EVALUATE_AFTER_TRAINING=True scores in one process; with "
+                             "several, run `ct5x evaluate --runs MODEL_DIR` after training")
     importlib.import_module(settings.mixture_or_task_module)
     timeline.mark("tasks_imported")
     existing = RunDirectory(settings.model_dir).read_run()
     if existing and existing.get("finished"):
         multihost.say(f"{settings.model_dir}: run already finished at step "
-                      f"{existing['latest_step']} (best step {existing['best_step']}); "
-                      "nothing to do")
-        return existing
-    from ct5x.training_loop import train
+                      f"{existing['latest_step']} (best step {existing['best_step']})"
+                      + ("" if settings.evaluate_after_training else "; nothing to do"))
+        record = existing
+    else:
+        from ct5x.training_loop import train
 
-    run_state, initial_params = build_run(settings, gin_model, log_examples)
-    timeline.mark("set_up")
-    record = train(run_state, initial_params)
+        run_state, initial_params = build_run(settings, gin_model, log_examples)
+        timeline.mark("set_up")
+        record = train(run_state, initial_params)
+    if settings.evaluate_after_training:
+        evaluate_test_split(settings.model_dir)
     _write_timings(settings.model_dir, timeline)
     return record
+
+
+def evaluate_test_split(model_dir: str) -> None:
+    """`ct5x evaluate --runs MODEL_DIR` with its defaults, in this process
+    (EVALUATE_AFTER_TRAINING); a run scored before at its best step is left as it is."""
+    from ct5x import multihost
+    from ct5x.evaluation import EvaluationSettings, evaluate_runs
+    from ct5x.run_record import TEST_METRICS_FILE
+
+    outcome = evaluate_runs(model_dir, EvaluationSettings(), show_progress=sys.stderr.isatty())
+    if outcome.failed:
+        directory, reason = outcome.failed[0]
+        raise UserInputError(f"scoring the test split: {directory}: {reason}")
+    if outcome.internal_errors:
+        directory, reason, trace = outcome.internal_errors[0]
+        raise RuntimeError(f"scoring the test split of {directory} failed: {reason}\n{trace}")
+    path = storage.path(model_dir) / TEST_METRICS_FILE
+    scores = json.loads(path.read_text())["metrics"]
+    multihost.say("test split: " + ", ".join(f"{name} {value:.4f}" for name, value
+                                             in sorted(scores.items())) + f" ({path})")
 
 
 def _write_timings(model_dir: str, timeline: timing.Timeline) -> None:

@@ -58,6 +58,23 @@ def test_evaluate_process_start_up_ends_at_the_first_prediction():
     assert phases["other"] == pytest.approx(2.0)
 
 
+def test_train_process_that_scores_the_test_split_counts_it_after_the_loop():
+    # EVALUATE_AFTER_TRAINING: the checkpoint load and the test prediction follow the loop.
+    record = {**TRAIN, "phases": {
+        **TRAIN["phases"],
+        "checkpoint_load": _phase(1.0, 71.0, 72.0, compile_before=12.0),
+        "test_prediction": _phase(20.0, 73.0, 93.0, compile_seconds=4.0, compile_before=12.0)},
+        "compile_seconds": 16.0}
+    phases = process_phases(record, wall=96.0)
+    assert phases["start_up"] == pytest.approx(9.0)
+    assert phases["training"] == pytest.approx(38.0)
+    assert phases["compile"] == pytest.approx(16.0)
+    assert phases["checkpoints"] == pytest.approx(3.0)
+    assert phases["test_prediction"] == pytest.approx(16.0)
+    assert phases["other"] == pytest.approx(5.0)
+    assert sum(phases.values()) == pytest.approx(96.0)
+
+
 def test_pipeline_adds_processes_and_ratios_are_per_round():
     ours = [pipeline_phases([(TRAIN, 75.0, 140.0), (EVALUATE, 31.0, 50.0)])] * 2
     assert ours[0]["whole"] == pytest.approx(106.0) and ours[0]["cpu"] == pytest.approx(190.0)
