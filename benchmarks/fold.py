@@ -227,7 +227,8 @@ def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> 
     evaluate = [*ct5x, "evaluate", "--runs", str(model_dir), "--batch-size",
                 str(args.batch_size), "--no-progress", "--compilation-cache-dir", str(cache)]
     processes = []
-    commands = [("train", train)] + [("evaluate", evaluate)] * args.separate_evaluate
+    commands = [("train", train), ("evaluate", evaluate)] if args.separate_evaluate else [
+        ("train", train)]
     for name, command in commands:
         timings = folder / f"{name}_timings.jsonl"
         env = dict(os.environ, CT5X_TIMINGS=str(timings), TF_CPP_MIN_LOG_LEVEL="3",

@@ -82,7 +82,7 @@ class RunSettings:
     # (ct5x.compile_ahead); False: each when first called.
     compile_ahead: bool = True
     # After training, the best checkpoint's test split decoded and scored in this process, as
-    # `ct5x evaluate --runs MODEL_DIR` would (one process start-up and compilation fewer).
+    # `ct5x evaluate --runs MODEL_DIR` would (one process start-up, its imports and exit fewer).
     evaluate_after_training: bool = False
     optimizer: OptimizerSettings = dataclasses.field(default_factory=OptimizerSettings)
     # The paper's objective: plain cross-entropy (no z-loss), the mean over real target tokens.
