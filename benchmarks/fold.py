@@ -9,7 +9,9 @@ first examples of its validation part and of the test split), the same prompts (
 the same random-initialised checkpoint (a transformers T5 saved with `save_pretrained`), the same
 SentencePiece vocabulary with T5's ids (trained here on the fold's text), batch size, epochs,
 constant Adafactor at 1e-4, dropout 0.1, greedy validation each epoch, test prediction and CPU
-cores (every process is pinned to `--threads` cores; PyTorch gets as many threads). ct5x's
+cores (every process is pinned to `--threads` cores; PyTorch gets as many threads). Each decodes
+at its own default: the study's script at its batch size, ct5x at its EVAL_BATCH_SIZE (4 x the
+batch size unless `--eval-batch-size`); predictions do not depend on it. ct5x's
 compilation cache is off unless `--compilation-cache` (then a warm-up fold fills it first).
 
 Each process records its timeline (`ct5x.timing`; CT5X_TIMINGS for ct5x's commands) and the
@@ -69,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the first lines of the test split (0: all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--eval-batch-size", type=int,
+                        help="ct5x's EVAL_BATCH_SIZE (default: its own, 4 x --batch-size); the "
+                             "study's pipeline decodes --batch-size rows, as its script does")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--vocabulary-size", type=int, default=8000,
@@ -218,14 +223,15 @@ def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> 
     macros = {"MODEL_DIR": str(model_dir), "DATA_DIR": str(prepared["data_dir"]),
               "INITIAL_CHECKPOINT_PATH": str(prepared["checkpoint"]),
               "MIXTURE_OR_TASK_NAME": TASK, "EPOCHS": args.epochs,
-              "BATCH_SIZE": args.batch_size, "COMPILATION_CACHE_DIR": cache,
+              "BATCH_SIZE": args.batch_size, "EVAL_BATCH_SIZE": args.eval_batch_size,
+              "COMPILATION_CACHE_DIR": cache,
               "EVALUATE_AFTER_TRAINING": not args.separate_evaluate,
               "TASK_FEATURE_LENGTHS": {"inputs": args.input_length,
                                        "targets": args.target_length}}
     train = [*ct5x, "train", "--gin_file=runs/finetune.gin",
              *[f"--gin.{name}={value!r}" for name, value in macros.items()]]
-    evaluate = [*ct5x, "evaluate", "--runs", str(model_dir), "--batch-size",
-                str(args.batch_size), "--no-progress", "--compilation-cache-dir", str(cache)]
+    evaluate = [*ct5x, "evaluate", "--runs", str(model_dir), "--no-progress",
+                "--compilation-cache-dir", str(cache)]
     processes = []
     commands = [("train", train), ("evaluate", evaluate)] if args.separate_evaluate else [
         ("train", train)]
@@ -236,7 +242,9 @@ def ct5x_fold(args, prepared: dict, folder: pathlib.Path, cache: str | None) -> 
         wall, cpu = launch(command, env, folder / f"{name}.log")
         processes.append((timeline(timings), wall, cpu))
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    return processes, {"test_f1": metrics["metrics"].get("f1")}
+    record = json.loads((model_dir / "run.json").read_text())
+    return processes, {"test_f1": metrics["metrics"].get("f1"),
+                       "eval_batch_size": record["eval_batch_size"]}
 
 
 def study_fold(args, prepared: dict, folder: pathlib.Path) -> tuple:

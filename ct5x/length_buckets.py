@@ -111,3 +111,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
     that each batch pads to about its own length; results go back to the examples by them."""
     order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def batch_rows(examples: int, batch_size: int, multiple: int) -> int:
+    """Rows of a batch holding `examples`: `batch_size`, or for a last, shorter batch the fewest
+    multiples of `multiple` that hold them (each padding row costs a real row's decoding)."""
+    return min(batch_size, -(-examples // multiple) * multiple)

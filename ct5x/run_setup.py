@@ -261,7 +261,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
                               max_decode_length=info.decode_length_for(lengths["targets"]),
                               length_penalty_style="hf_4.22" if anchor else "hf")
     validator = Validator(info.name, lengths, eval_batch_size, options, settings.eval_examples,
-                          buckets)
+                          buckets, settings.scoring_rows())
     record = _run_record(settings, info, checkpoint_path, lengths, vocabulary, train_examples,
                          train_steps, eval_batch_size)
     previous = directory.read_run()

@@ -289,9 +289,10 @@ class Trainer:
         return np.asarray(self._predict(params, self._global(self._inputs(batch)),
                                         options=options))
 
-    def compile_evaluation_ahead(self, params: Any, batch: Batch,
+    def compile_evaluation_ahead(self, params: Any, scored: Batch, decoded: Batch,
                                  options: DecodingOptions) -> None:
-        """Starts compiling `score`'s and `predict`'s programs for batches of this one's shapes
-        in the background; `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
-        self._score.compile_ahead(params, self._global(batch))
-        self._predict.compile_ahead(params, self._global(self._inputs(batch)), options=options)
+        """Starts compiling `score`'s program for batches shaped as `scored` and `predict`'s for
+        batches shaped as `decoded` in the background; `params` may be abstract
+        (`ct5x.compile_ahead.abstract`)."""
+        self._score.compile_ahead(params, self._global(scored))
+        self._predict.compile_ahead(params, self._global(self._inputs(decoded)), options=options)

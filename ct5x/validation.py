@@ -2,12 +2,14 @@
 
 The decoded text and the targets go through the task's own SeqIO postprocessor and metric
 functions, so every registered task (the user's included) is scored as `ct5x metrics` scores it.
-Every process holds the whole split and goes through it in batches of EVAL_BATCH_SIZE rows; each
-scores and decodes its data shard of a batch (the training data layout), and every process gets
-the whole batch's results back, so all compute the same metrics. The batches hold examples of
-about one input length (sorted once), each padded to its length bucket, so that a batch computes
-about what its longest example needs and its greedy or beam search ends as soon as its own rows
-have; the predictions go back to the split's order.
+Every process holds the whole split and goes through it in batches of EVAL_BATCH_SIZE rows (the
+last with as few multiples of the scoring rows as hold its examples), scored a training
+microbatch's rows at a time and decoded whole; each process works on its data shard of a batch
+(the training data layout), and every process gets the whole batch's results back, so all
+compute the same metrics. The batches hold examples of about one input length (sorted once), each
+padded to its length bucket, so that a batch computes about what its longest example needs and
+its greedy or beam search ends as soon as its own rows have; the predictions go back to the
+split's order.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ import seqio
 from ct5x import data_pipeline
 from ct5x.errors import UserInputError
 from ct5x.jsonl import write_atomic
-from ct5x.length_buckets import LengthBuckets, length_sorted_batches, used_lengths
+from ct5x.length_buckets import (
+    LengthBuckets,
+    batch_rows,
+    length_sorted_batches,
+    used_lengths,
+)
 from ct5x.models import DecodingOptions
 from ct5x.trainer import Trainer
 
@@ -39,7 +46,7 @@ class Validator:
 
     def __init__(self, task_name: str, feature_lengths: Mapping[str, int], eval_batch_size: int,
                  options: DecodingOptions, limit: int | None = None,
-                 buckets: LengthBuckets | None = None):
+                 buckets: LengthBuckets | None = None, scoring_rows: int | None = None):
         self.task = seqio.get_mixture_or_task(task_name)
         # A fixed seed: random preprocessors (span corruption) give every evaluation the same set.
         examples = data_pipeline.task_examples(task_name, "validation", feature_lengths, seed=0)
@@ -49,6 +56,9 @@ class Validator:
             raise UserInputError(f"task {task_name}: its validation split has no examples")
         self.examples = examples
         self.options = options
+        # Teacher-forced scoring holds [rows, length, vocabulary] logits: it runs this many rows
+        # (a divisor of every batch's) at a time, decoding the whole batch.
+        self.scoring_rows = scoring_rows or eval_batch_size
         buckets = buckets or LengthBuckets.for_lengths(None, feature_lengths)
         features = data_pipeline.convert(examples, feature_lengths, pack=False)
         # [(example indices, batch cut to its bucket pair, real rows)], by input length.
@@ -56,7 +66,8 @@ class Validator:
         for indices in length_sorted_batches(used_lengths(features["encoder_input_tokens"]),
                                              eval_batch_size):
             rows = {key: value[indices] for key, value in features.items()}
-            (batch, real), = data_pipeline.pad_batches(rows, eval_batch_size)
+            size = batch_rows(len(indices), eval_batch_size, self.scoring_rows)
+            (batch, real), = data_pipeline.pad_batches(rows, size)
             self.batches.append((indices, buckets.fit(batch).trim(batch), real))
         self.vocabulary = self.task.output_features["targets"].vocabulary
 
@@ -80,13 +91,19 @@ class Validator:
         """Starts compiling the programs `run` calls (scoring and decoding, per batch shape) in
         the background; `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
         for _, batch, _ in self.batches:
-            trainer.compile_evaluation_ahead(params, batch, self.options)
+            trainer.compile_evaluation_ahead(params, self._scored(batch)[0], batch, self.options)
+
+    def _scored(self, batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        rows = len(batch["encoder_input_tokens"])
+        return [{key: value[start:start + self.scoring_rows] for key, value in batch.items()}
+                for start in range(0, rows, self.scoring_rows)]
 
     def run(self, trainer: Trainer, params: Any) -> ValidationResult:
         """validation loss (mean negative log-likelihood per target token) and task metrics."""
         log_likelihood, tokens, decoded = 0.0, 0, [""] * len(self.examples)
         for indices, batch, real in self.batches:
-            scores = trainer.score(params, batch)[:real]
+            scores = np.concatenate([trainer.score(params, part)
+                                     for part in self._scored(batch)])[:real]
             log_likelihood += float(np.sum(scores))
             tokens += int(np.sum(batch["decoder_loss_weights"][:real] > 0))
             predicted = trainer.predict(params, batch, self.options)[:real]

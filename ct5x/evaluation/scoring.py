@@ -35,7 +35,12 @@ from ct5x.evaluation.progress import EvaluationProgress
 from ct5x.evaluation.splits import EvaluationSplit, build_split, setting_name, split_sha256
 from ct5x.inference import bucket_rows
 from ct5x.jsonl import write_atomic
-from ct5x.length_buckets import DEFAULT_LENGTH_BUCKETS, feature_buckets, length_sorted_batches
+from ct5x.length_buckets import (
+    DEFAULT_LENGTH_BUCKETS,
+    batch_rows,
+    feature_buckets,
+    length_sorted_batches,
+)
 from ct5x.models import DecodingOptions, EncoderDecoderModel
 from ct5x.run_record import (
     PREDICTIONS_FILE,
@@ -83,6 +88,8 @@ class EvaluationSettings:
 
 
 DEFAULT_BATCH_SIZE = 8
+# A last, shorter batch is cut to a multiple of this many rows: few programs, little padding.
+LAST_BATCH_ROWS = 8
 
 
 def run_batch_size(record: RunRecord) -> int:
@@ -171,13 +178,15 @@ def decode(model, params, vocabulary, split_data: EvaluationSplit, options: Deco
            batch_size: int, advance: Callable[[int], None],
            buckets: tuple[int, ...] | None = DEFAULT_LENGTH_BUCKETS) -> list[str]:
     """The decoded text of every example, in the split's order: batches of `batch_size` rows of
-    about one input length, each padded to the smallest bucket that holds its longest input (the
-    split's input length when `buckets` is None)."""
+    about one input length (the last with as few multiples of LAST_BATCH_ROWS as hold it), each
+    padded to the smallest bucket that holds its longest input (the split's input length when
+    `buckets` is None)."""
     lengths = [len(row) for row in split_data.input_tokens]
     inputs = feature_buckets(buckets, split_data.input_length)
     predict = predictor(model, options)
     predictions = [""] * len(lengths)
-    batches = [(indices, bucket_rows(split_data.input_tokens, indices, inputs, batch_size))
+    batches = [(indices, bucket_rows(split_data.input_tokens, indices, inputs,
+                                     batch_rows(len(indices), batch_size, LAST_BATCH_ROWS)))
                for indices in length_sorted_batches(lengths, batch_size)]
     # The first batch's program compiles on this thread, the other buckets' in the background;
     # the first is traced before the background starts (tracing holds Python's GIL).

@@ -8,6 +8,7 @@ from ct5x.errors import UserInputError
 from ct5x.length_buckets import (
     BucketPair,
     LengthBuckets,
+    batch_rows,
     check_buckets,
     feature_buckets,
     length_sorted_batches,
@@ -58,3 +59,12 @@ def test_length_sorted_batches_cover_every_example_shortest_first():
     lengths = [5, 2, 9, 2, 7]
     found = length_sorted_batches(lengths, 2)
     assert [list(batch) for batch in found] == [[1, 3], [0, 4], [2]]
+
+
+def test_a_short_last_batch_gets_the_fewest_multiples_that_hold_it():
+    assert batch_rows(64, 64, 16) == 64
+    assert batch_rows(32, 64, 16) == 32
+    assert batch_rows(33, 64, 16) == 48
+    assert batch_rows(1, 64, 16) == 16
+    assert batch_rows(60, 64, 16) == 64
+    assert batch_rows(5, 6, 4) == 6  # never more than the batch size

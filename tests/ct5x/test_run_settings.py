@@ -52,12 +52,20 @@ def test_anchor_runs_take_the_studys_feature_lengths_and_label_padding():
         unchanged = dict(paper)
         assert _loss_options(settings, info, unchanged, anchor=False) == settings.loss
         assert unchanged == paper
-def test_eval_batch_size_defaults_to_one_microbatch_and_must_be_positive():
-    required = {"model_dir": "/tmp/run", "mixture_or_task_name": "task"}
-    assert RunSettings(batch_size=64, num_microbatches=4).evaluation_batch_size() == 16
-    assert RunSettings(batch_size=64, eval_batch_size=8).evaluation_batch_size() == 8
+def test_eval_batch_size_defaults_to_four_microbatches_scored_one_at_a_time():
+    required = {"model_dir": "/tmp/run", "mixture_or_task_name": "task", "epochs": 1}
+    settings = RunSettings(batch_size=64, num_microbatches=4)
+    assert (settings.evaluation_batch_size(), settings.scoring_rows()) == (64, 16)
+    settings = RunSettings(batch_size=64, eval_batch_size=8)
+    assert (settings.evaluation_batch_size(), settings.scoring_rows()) == (8, 8)
+    settings = RunSettings(**required, batch_size=16, eval_batch_size=48)
+    settings.check()
+    assert (settings.evaluation_batch_size(), settings.scoring_rows()) == (48, 16)
     with pytest.raises(UserInputError, match="EVAL_BATCH_SIZE=0 must be positive"):
         RunSettings(**required, eval_batch_size=0).check()
+    with pytest.raises(UserInputError, match=r"EVAL_BATCH_SIZE=24 must be at most, or a multiple "
+                                             r"of, BATCH_SIZE / NUM_MICROBATCHES = 16"):
+        RunSettings(**required, batch_size=16, eval_batch_size=24).check()
 
 
 def test_the_price_of_a_packed_program_cannot_be_negative():

@@ -196,8 +196,16 @@ def recording(self, state, host_batches):
         ("encoder_input_tokens", 0), ("encoder_input_tokens", 1), ("decoder_target_tokens", 1))))
     return original(self, state, host_batches)
 Trainer.train = recording
+evaluated = {}
+def rows_of(method, name):
+    def recorded(self, params, batch, *options):
+        evaluated[current].add((name, len(batch["encoder_input_tokens"])))
+        return method(self, params, batch, *options)
+    return recorded
+Trainer.score = rows_of(Trainer.score, "score")
+Trainer.predict = rows_of(Trainer.predict, "predict")
 for current, flags in runs.items():
-    shapes[current] = set()
+    shapes[current], evaluated[current] = set(), set()
     assert train.main(flags) == 0
 predictions = []
 for buckets in ((16, 32), None):
@@ -206,6 +214,7 @@ for buckets in ((16, 32), None):
     with open(model_dir + "/predictions.jsonl") as lines:
         predictions.append(lines.read())
 print(json.dumps({"shapes": {name: sorted(found) for name, found in shapes.items()},
+                  "evaluated": {name: sorted(found) for name, found in evaluated.items()},
                   "same_predictions": predictions[0] == predictions[1]}))
 """
 
@@ -214,13 +223,15 @@ def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_
     """Batches padded to length buckets, and batches packed into fewer rows (PACK_BATCHES, the
     default), both with dropout on, end with the fixed-shape run's parameters, losses, validation
     predictions and best checkpoint; `ct5x evaluate` predicts the same with and without buckets.
-    The runs share one process with XLA's fast compilation (their programs are most of the
-    time)."""
-    macros = {"TRAIN_STEPS": 6, "EVAL_PERIOD": 3, "LOG_PERIOD": 1, "EVAL_EXAMPLES": 8,
+    The fixed run validates in batches of one microbatch (8 rows: 8, then 4 examples), the others
+    at the default EVAL_BATCH_SIZE (32 rows: one batch of 12 examples cut to 16 rows, scored 8
+    rows at a time), with the same validation losses and predictions. The runs share one process
+    with XLA's fast compilation (their programs are most of the time)."""
+    macros = {"TRAIN_STEPS": 6, "EVAL_PERIOD": 3, "LOG_PERIOD": 1, "EVAL_EXAMPLES": 12,
               "TASK_FEATURE_LENGTHS": {"inputs": 80, "targets": 80}}
     folders = {name: tmp_path / name for name in ("fixed", "bucketed", "packed")}
     runs = {"fixed": gin_flags(folders["fixed"], *synthetic_inputs, LENGTH_BUCKETS=None,
-                               PACK_BATCHES=False, **macros),
+                               PACK_BATCHES=False, EVAL_BATCH_SIZE=8, **macros),
             "bucketed": gin_flags(folders["bucketed"], *synthetic_inputs, LENGTH_BUCKETS=(48, 64),
                                   PACK_BATCHES=False, **macros),
             "packed": gin_flags(folders["packed"], *synthetic_inputs, LENGTH_BUCKETS=(48, 64),
@@ -232,6 +243,8 @@ def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["same_predictions"]
+    assert found["evaluated"]["fixed"] == [["predict", 8], ["score", 8]]
+    assert found["evaluated"]["bucketed"] == [["predict", 16], ["score", 8]]
     batch_rows = found["shapes"]["fixed"][0][0]
     assert found["shapes"]["fixed"] == [[batch_rows, 80, 80]]
     assert len(found["shapes"]["bucketed"]) > 1
@@ -250,6 +263,12 @@ def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_
         for step in (3, 6):
             path = f"validation/predictions_{step}.jsonl"
             assert _predictions(folder / path) == _predictions(fixed / path), name
+        validation = [{line["step"]: line["validation/loss"] for line in _metrics(f)
+                       if "validation/loss" in line} for f in (fixed, folder)]
+        assert sorted(validation[1]) == [3, 6], name
+        np.testing.assert_allclose([validation[1][s] for s in (3, 6)],
+                                   [validation[0][s] for s in (3, 6)], rtol=1e-5)
+        assert records[1]["eval_batch_size"] == 32 and records[0]["eval_batch_size"] == 8
     metrics = json.loads((folders["packed"] / "metrics.json").read_text())
     assert metrics["decoding"]["max_decode_length"] == 80 and metrics["max_input_length"] == 80
 

@@ -181,6 +181,31 @@ def test_predictions_match_ct5x_predict_on_the_same_inputs(grid, first_pass, tmp
     assert [o["prediction"] for o in outputs] == [line["prediction"] for line in lines]
 
 
+def test_a_short_last_batch_is_cut_to_the_rows_it_needs(grid, first_pass, tmp_path,
+                                                         monkeypatch):
+    """Six test examples at --batch-size 16 decode as one batch of 8 rows, not 16, and predict
+    what batches of 4 did."""
+    from ct5x.evaluation import scoring
+
+    run = tmp_path / "fold1"
+    shutil.copytree(grid / "runs" / "fold1", run)
+    before = (run / "predictions.jsonl").read_text().splitlines()
+    rows, bucket_rows = [], scoring.bucket_rows
+
+    def recording(*args):
+        batch = bucket_rows(*args)
+        rows.append(batch.shape[0])
+        return batch
+
+    monkeypatch.setattr(scoring, "bucket_rows", recording)
+    assert main(["evaluate", "--runs", str(run), "--batch-size", "16", "--force",
+                 "--no-progress"]) == 0
+    assert rows == [8]
+    after = (run / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prediction"] for line in after] == [
+        json.loads(line)["prediction"] for line in before]
+
+
 def test_scored_runs_are_skipped_unless_forced(grid, first_pass, capsys):
     metrics = grid / "runs" / "fold0" / "metrics.json"
     before = metrics.stat().st_mtime_ns
