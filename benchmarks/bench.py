@@ -40,6 +40,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from pinning import pin_threads
+
 BATCH, INPUT_LENGTH, TARGET_LENGTH, DECODE_LENGTH = 8, 128, 32, 32
 
 
@@ -55,10 +57,7 @@ def parse_args() -> argparse.Namespace:
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
-    # Pinning before jax and torch load: XLA sizes its CPU thread pool from the affinity mask.
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: ARGS.threads])
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pin_threads(ARGS.threads)
 
 import jax
 import jax.numpy as jnp

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from pinning import pin_threads
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,10 +41,7 @@ def parse_args() -> argparse.Namespace:
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
-    # Pinning before jax and torch load: XLA sizes its CPU thread pool from the affinity mask.
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: ARGS.threads])
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pin_threads(ARGS.threads)
 
 import jax
 import numpy as np
