@@ -61,14 +61,17 @@ class Validator:
         self.scoring_rows = scoring_rows or eval_batch_size
         buckets = buckets or LengthBuckets.for_lengths(None, feature_lengths)
         features = data_pipeline.convert(examples, feature_lengths, pack=False)
-        # [(example indices, batch cut to its bucket pair, real rows)], by input length.
+        # [(example indices, batch cut to its bucket pair, its scoring parts, real rows)], by
+        # input length; the parts are cut once, here, not at every evaluation.
         self.batches = []
         for indices in length_sorted_batches(used_lengths(features["encoder_input_tokens"]),
                                              eval_batch_size):
             rows = {key: value[indices] for key, value in features.items()}
             size = batch_rows(len(indices), eval_batch_size, self.scoring_rows)
             (batch, real), = data_pipeline.pad_batches(rows, size)
-            self.batches.append((indices, buckets.fit(batch).trim(batch), real))
+            batch = buckets.fit(batch).trim(batch)
+            parts = [part for part, _ in data_pipeline.pad_batches(batch, self.scoring_rows)]
+            self.batches.append((indices, batch, parts, real))
         self.vocabulary = self.task.output_features["targets"].vocabulary
 
     def _decode(self, tokens: np.ndarray) -> str:
@@ -90,20 +93,14 @@ class Validator:
     def compile_ahead(self, trainer: Trainer, params: Any) -> None:
         """Starts compiling the programs `run` calls (scoring and decoding, per batch shape) in
         the background; `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
-        for _, batch, _ in self.batches:
-            trainer.compile_evaluation_ahead(params, self._scored(batch)[0], batch, self.options)
-
-    def _scored(self, batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-        rows = len(batch["encoder_input_tokens"])
-        return [{key: value[start:start + self.scoring_rows] for key, value in batch.items()}
-                for start in range(0, rows, self.scoring_rows)]
+        for _, batch, parts, _ in self.batches:
+            trainer.compile_evaluation_ahead(params, parts[0], batch, self.options)
 
     def run(self, trainer: Trainer, params: Any) -> ValidationResult:
         """validation loss (mean negative log-likelihood per target token) and task metrics."""
         log_likelihood, tokens, decoded = 0.0, 0, [""] * len(self.examples)
-        for indices, batch, real in self.batches:
-            scores = np.concatenate([trainer.score(params, part)
-                                     for part in self._scored(batch)])[:real]
+        for indices, batch, parts, real in self.batches:
+            scores = np.concatenate([trainer.score(params, part) for part in parts])[:real]
             log_likelihood += float(np.sum(scores))
             tokens += int(np.sum(batch["decoder_loss_weights"][:real] > 0))
             predicted = trainer.predict(params, batch, self.options)[:real]
