@@ -21,6 +21,7 @@ reaches the same sync point, saves a checkpoint and stops.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -44,6 +45,10 @@ POLL_S = 0.5
 # How long process 0 (which hosts the coordination service) stays up for the others to read its
 # failure.
 FAILURE_GRACE_S = 10
+# How long exit waits for the failure watcher's call into the client in flight to return.
+WATCHER_JOIN_S = 10
+
+
 def is_multiprocess() -> bool:
     return jax.distributed.is_initialized() and jax.process_count() > 1
 
@@ -183,16 +188,20 @@ def _seen(client: Any) -> int:
 
 
 def _watch_for_failures(command: str) -> None:
-    """A thread that ends this process when another announces its failure."""
+    """A thread that ends this process when another announces its failure. It is stopped and
+    joined at exit: a daemon thread still inside a call into JAX's client when the interpreter
+    finalizes is unwound by glibc through C++ frames that swallow the unwind, and the process
+    aborts ("FATAL: exception not rethrown") after its work is done."""
     client, me = _client(), jax.process_index()
+    stopping = threading.Event()
 
     def watch() -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 announced = client.key_value_try_get(FAILURE_KEY)
             except Exception as error:  # noqa: BLE001
                 if "NOT_FOUND" in str(error):
-                    time.sleep(POLL_S)
+                    stopping.wait(POLL_S)
                     continue
                 return  # the client is shut down: the run has ended
             code, process, line = announced.split("|", 2)
@@ -203,4 +212,13 @@ def _watch_for_failures(command: str) -> None:
             _exit(int(code), f"{command}: process {me}: stopped: process {process} failed: "
                   f"{line}")
 
-    threading.Thread(target=watch, daemon=True, name="ct5x-failure-watch").start()
+    watcher = threading.Thread(target=watch, daemon=True, name="ct5x-failure-watch")
+    watcher.start()
+
+    def stop_watching() -> None:
+        stopping.set()
+        watcher.join(WATCHER_JOIN_S)
+
+    # Registered after jax.distributed.initialize, so it runs before JAX's own exit handler
+    # shuts the client down (atexit runs last-registered first).
+    atexit.register(stop_watching)

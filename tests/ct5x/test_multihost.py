@@ -20,7 +20,6 @@ import time
 import numpy as np
 import pytest
 from training_run import (
-    FAST_COMPILE,
     REPO,
     make_hf_checkpoint,
     subprocess_env,
@@ -49,7 +48,6 @@ class Processes:
         out, err = (open(self.tmp_path / f"{name}.{kind}", "w+")  # noqa: SIM115
                     for kind in ("out", "err"))
         env = subprocess_env(devices)
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}"
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
         self.started.append(process)
         return process, out, err
@@ -288,3 +286,25 @@ def test_bad_process_flags_are_named(given, message, capsys):
 
     assert train.main(["--gin_file=runs/finetune.gin", *given]) == 2
     assert capsys.readouterr().err.strip() == f"ct5x train: error: {message}"
+
+
+JOIN_AND_LEAVE = """
+import sys
+from ct5x import multihost
+multihost.POLL_S = 0  # the failure watcher is inside JAX's client almost all the time
+flags = multihost.ProcessFlags(True, sys.argv[1], process_count=2, process_index=int(sys.argv[2]))
+multihost.start(flags, "ct5x train")
+"""
+
+
+def test_processes_that_leave_while_the_failure_watcher_polls_exit_cleanly(processes):
+    """The watcher thread is stopped before the interpreter finalizes: left running inside a call
+    into JAX's client, glibc's unwinding of it aborted the process after its work was done (7 of
+    10 pairs aborted with this script before the fix)."""
+    for attempt in range(3):
+        address = f"localhost:{_port()}"
+        pair = [processes.start(f"leave{attempt}.{index}",
+                                [sys.executable, "-c", JOIN_AND_LEAVE, address, str(index)],
+                                devices=1) for index in (0, 1)]
+        for code, _, err in (processes.wait(started, timeout=120) for started in pair):
+            assert code == 0 and "not rethrown" not in err, err[-2000:]
