@@ -19,6 +19,12 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
 
 from synthetic_text import synthetic_sentences
+from training_run import FAST_COMPILE
+
+# Every test, and every process a test starts, compiles without XLA:CPU's slower optimisations
+# (before JAX is imported): compiling is most of a tiny model's test time, and programs compared
+# with each other compile alike.
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 
 @pytest.fixture(scope="session")

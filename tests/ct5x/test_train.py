@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from data_paths import SHARED_DATA
 from training_run import (
-    FAST_COMPILE,
     REFERENCE_MACROS,
     REPO,
     fixture_data,
@@ -237,7 +236,7 @@ def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_
             "packed": gin_flags(folders["packed"], *synthetic_inputs, LENGTH_BUCKETS=(48, 64),
                                 **macros)}
     payload = json.dumps([runs, str(folders["packed"])])
-    env = {**subprocess_env(), "XLA_FLAGS": FAST_COMPILE}
+    env = subprocess_env()
     result = subprocess.run([sys.executable, "-c", BUCKETS_SCRIPT, payload], check=False,
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -281,7 +280,7 @@ def test_compiling_ahead_runs_the_same_programs_once(synthetic_inputs, tmp_path)
     macros = {"TRAIN_STEPS": 6, "EVAL_PERIOD": 3, "LOG_PERIOD": 1, "EVAL_EXAMPLES": 8,
               "TASK_FEATURE_LENGTHS": {"inputs": 80, "targets": 80}, "LENGTH_BUCKETS": (48, 64),
               "PACKING_PROGRAM_COST": 0}
-    env = {**subprocess_env(), "XLA_FLAGS": FAST_COMPILE}
+    env = subprocess_env()
     timelines = {}
     for name, ahead in (("ahead", True), ("as_called", False)):
         folder = tmp_path / name

@@ -135,8 +135,9 @@ def write_experiment(path: pathlib.Path, models: list[dict], folds: list[int],
 
 def subprocess_env(devices: int = 1) -> dict[str, str]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    if devices > 1:  # beside the test session's flags (conftest: FAST_COMPILE)
+        env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} "
+                            f"--xla_force_host_platform_device_count={devices}").strip()
     return env
 
 
