@@ -125,20 +125,3 @@ def _process_vocabulary() -> dict | None:
     tests never import it)."""
     module = sys.modules.get("ct5x_tasks.task_settings")
     return None if module is None else module._process
-
-
-# The files that take minutes (trained runs, multi-process sweeps, the demo), longest first
-# (pytest --durations on a 2-core machine). They run before the others, so that the two pytest
-# workers (`--dist loadfile`: a file runs whole on one) finish together rather than one of them
-# waiting alone on a long file collected last.
-LONGEST_FILES = ("ct5x/test_train.py", "ct5x/test_multihost.py", "ct5x/test_demo.py",
-                 "ct5x/test_models.py", "ct5x/test_packing.py", "ct5x/test_storage.py")
-TESTS = pathlib.Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.path.relative_to(TESTS).as_posix()
-        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
-
-    items.sort(key=rank)  # stable: every file keeps its tests' order
