@@ -10,10 +10,10 @@ the bucket pairs that occur (one compilation each) and the executions of up to
 STEPS_PER_EXECUTION = 8 steps that share one pair; packed, with the run's planned row counts
 (one compilation each, PACKING_PROGRAM_COST's default) and its executions. Real tokens (EOS
 included) are the floor. It computes no step: the table is the padding each pipeline pays, per
-feature length, and the forward multiply-accumulates of t5_1_1-small's shape that it implies
-(`forward_macs`: packed steps, the collator's, and each example alone at its own length), whose
-ratio bounds how much faster than the collator's steps packed steps of the same speed per
-operation can be.
+feature length, and the training step's matmul FLOPs at t5_1_1-small's shape that it implies
+(`workload.train_step_flops`, the step benchmark's count: packed steps, the collator's, and each
+example alone at its own length), whose ratio bounds how much faster than the collator's steps
+packed steps of the same speed per operation can be.
 
     python benchmarks/padding.py [--lengths 512/512 128/128] [--epochs 2]
         [--buckets 32,64,96,128 ...]
@@ -33,6 +33,7 @@ import tempfile
 
 import numpy as np
 from fold import SHARED_NCBI, TASK, train_vocabulary
+from workload import train_step_flops
 
 from ct5x.config import T5Config
 from ct5x.length_buckets import DEFAULT_LENGTH_BUCKETS, LengthBuckets, used_lengths
@@ -68,25 +69,9 @@ def _positions(execution: list[dict]) -> int:
                for batch in execution)
 
 
-def forward_macs(config: T5Config, rows: int, inputs: int, targets: int) -> float:
-    """Multiply-accumulates of one forward pass over `rows` rows of `inputs` + `targets`
-    positions: every dense layer, the output layer and both attention products (each query
-    against every key of its row, as padded and packed rows both compute them). The backward
-    pass costs about twice this, so the ratio of two pipelines' figures is their ratio of work."""
-    width, attention = config.emb_dim, config.num_heads * config.head_dim
-    projections = width * attention  # one of q, k, v, o
-    mlp = (len(config.mlp_activations) + 1) * width * config.mlp_dim
-    encoder = inputs * (4 * projections + mlp + 2 * inputs * attention)
-    decoder = targets * (6 * projections + mlp + 2 * (targets + inputs) * attention)
-    cross_keys_values = inputs * 2 * projections
-    return float(rows) * (config.num_encoder_layers * encoder
-                          + config.num_decoder_layers * (decoder + cross_keys_values)
-                          + targets * width * config.vocab_size)
-
-
-def _macs(execution: list[dict]) -> float:
-    return sum(forward_macs(SMALL, *batch["encoder_input_tokens"].shape,
-                            batch["decoder_target_tokens"].shape[1]) for batch in execution)
+def _flops(execution: list[dict]) -> float:
+    return sum(train_step_flops(SMALL, *batch["encoder_input_tokens"].shape,
+                                batch["decoder_target_tokens"].shape[1]) for batch in execution)
 
 
 def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int,
@@ -104,9 +89,10 @@ def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int
             for batch in (stream.batch(step) for step in range(steps))]
     collator = np.mean([batch_size * (int(i.max()) + int(t.max())) for i, t in used])
     real = np.mean([int(i.sum() + t.sum()) for i, t in used])
-    collator_macs = np.mean([forward_macs(SMALL, batch_size, i.max(), t.max()) for i, t in used])
-    real_macs = np.mean([sum(map(functools.partial(forward_macs, SMALL, 1), i, t))
-                         for i, t in used])
+    collator_flops = np.mean([train_step_flops(SMALL, batch_size, i.max(), t.max())
+                              for i, t in used])
+    alone_flops = np.mean([sum(map(functools.partial(train_step_flops, SMALL, 1), i, t))
+                           for i, t in used])
     rows = []
     for name, values in bucket_sets.items():
         buckets = LengthBuckets.for_lengths(values, lengths)
@@ -123,9 +109,9 @@ def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int
                      "bucketed": sum(map(_positions, bucketed)) / steps,
                      "collator": float(collator),
                      "packed": sum(map(_positions, packed)) / steps, "real": float(real),
-                     "packed_gmacs": sum(map(_macs, packed)) / steps / 1e9,
-                     "collator_gmacs": float(collator_macs) / 1e9,
-                     "real_gmacs": float(real_macs) / 1e9,
+                     "packed_gflops": sum(map(_flops, packed)) / steps / 1e9,
+                     "collator_gflops": float(collator_flops) / 1e9,
+                     "alone_gflops": float(alone_flops) / 1e9,
                      "row": f"{row.inputs}+{row.targets}",
                      "row_counts": ",".join(map(str, packed_stream.packer.counts)),
                      "packed_executions": len(packed),
@@ -156,8 +142,8 @@ def main() -> None:
     print(f"| lengths | LENGTH_BUCKETS | steps ({args.epochs} epochs) | fixed | bucketed | packed "
           "| collator (study) | real tokens | bucketed / collator | packed / collator "
           f"| bucket pairs | their executions of <= {args.steps_per_execution} | packed rows "
-          "| planned row counts | packed executions | forward GMAC/step: packed, collator, "
-          "real | collator / packed GMAC |")
+          "| planned row counts | packed executions | GFLOP/step: packed, collator, "
+          "each example alone | collator / packed GFLOP |")
     print("|---" * 17 + "|")
     bucket_sets = {"default": DEFAULT_LENGTH_BUCKETS, **{
         text: tuple(int(v) for v in text.split(",")) for text in args.buckets}}
@@ -171,9 +157,9 @@ def main() -> None:
                   f"| {found['real']:.0f} | {found['bucketed'] / found['collator']:.2f} "
                   f"| {found['packed'] / found['collator']:.2f} | {found['pairs']} "
                   f"| {found['executions']} | {found['row']} | {found['row_counts']} "
-                  f"| {found['packed_executions']} | {found['packed_gmacs']:.1f}, "
-                  f"{found['collator_gmacs']:.1f}, {found['real_gmacs']:.1f} "
-                  f"| {found['collator_gmacs'] / found['packed_gmacs']:.2f} |", flush=True)
+                  f"| {found['packed_executions']} | {found['packed_gflops']:.0f}, "
+                  f"{found['collator_gflops']:.0f}, {found['alone_gflops']:.0f} "
+                  f"| {found['collator_gflops'] / found['packed_gflops']:.2f} |", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -299,8 +299,8 @@ multihost.start(flags, "ct5x train")
 
 def test_processes_that_leave_while_the_failure_watcher_polls_exit_cleanly(processes):
     """The watcher thread is stopped before the interpreter finalizes: left running inside a call
-    into JAX's client, glibc's unwinding of it aborted the process after its work was done (7 of
-    10 pairs aborted with this script before the fix)."""
+    into JAX's client, glibc's unwinding of it aborted the process after its work was done (with
+    a watcher that never pauses, 14 of 20 pairs aborted before the fix, 0 of 20 after)."""
     for attempt in range(3):
         address = f"localhost:{_port()}"
         pair = [processes.start(f"leave{attempt}.{index}",

@@ -3,7 +3,6 @@
 mesh."""
 
 import dataclasses
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import textwrap
 import flax.linen as nn
 import numpy as np
 import pytest
+from training_run import subprocess_env
 
 from ct5x.errors import UserInputError
 from ct5x.partitioning import data_layout, device_grid, make_mesh, standard_logical_axis_rules
@@ -184,11 +184,9 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_loss_equals_single_device_loss_for_1d_and_2d_rules():
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=8")
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600,
-        check=False,
+        [sys.executable, "-c", SCRIPT], env=subprocess_env(devices=8), capture_output=True,
+        text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("sharded loss ok") == 2
