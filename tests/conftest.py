@@ -3,7 +3,10 @@
 Nothing is downloaded: the vocabulary is trained here and models are built from a `T5Config`.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,12 +22,20 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
 
 from synthetic_text import synthetic_sentences
-from training_run import FAST_COMPILE
+from training_run import FAST_COMPILE, TEST_COMPILATION_CACHE
 
 # Every test, and every process a test starts, compiles without XLA:CPU's slower optimisations
 # (before JAX is imported): compiling is most of a tiny model's test time, and programs compared
 # with each other compile alike.
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+# One compilation cache for the session's training runs (`training_run.gin_flags`), as a sweep's
+# runs share one under RUNS_DIR: a run with the shapes of an earlier one (a killed run's restart,
+# the second of two runs compared) loads its programs instead of compiling them. Made here, in
+# the process that starts pytest-xdist's workers, so that they inherit it.
+if TEST_COMPILATION_CACHE not in os.environ:
+    os.environ[TEST_COMPILATION_CACHE] = tempfile.mkdtemp(prefix="ct5x_test_programs_")
+    atexit.register(shutil.rmtree, os.environ[TEST_COMPILATION_CACHE], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

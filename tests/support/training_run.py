@@ -91,19 +91,23 @@ def fixture_data(root: pathlib.Path, splits: dict[str, list[str]]) -> tuple[path
 
 
 def gin_flags(model_dir, data_dir, checkpoint, **macros) -> list[str]:
-    """`ct5x train` flags for a tiny run of ncbi_disease_fold0; macros are Python values."""
+    """`ct5x train` flags for a tiny run of ncbi_disease_fold0, with the test session's
+    compilation cache (conftest); macros are Python values."""
     values = {
         "MODEL_DIR": str(model_dir), "DATA_DIR": str(data_dir),
         "INITIAL_CHECKPOINT_PATH": str(checkpoint),
         "MIXTURE_OR_TASK_NAME": "ncbi_disease_fold0",
         "TASK_FEATURE_LENGTHS": {"inputs": 32, "targets": 32},
         "BATCH_SIZE": 8, "LEARNING_RATE": 1e-2, "LOG_PERIOD": 5,
+        "COMPILATION_CACHE_DIR": os.environ.get(TEST_COMPILATION_CACHE),
         **macros,
     }
     return ["--gin_file=runs/finetune.gin",
             *[f"--gin.{name}={value!r}" for name, value in values.items()]]
 
 
+# The environment variable that names the test session's compilation cache (tests/conftest.py).
+TEST_COMPILATION_CACHE = "CT5X_TEST_COMPILATION_CACHE"
 # XLA:CPU without its slower optimisations: compiling is most of a tiny run's time.
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 EXPERIMENT = """
