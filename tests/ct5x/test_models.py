@@ -227,7 +227,7 @@ def test_unknown_loss_normalizing_factor_names_the_setting(pair):
 @pytest.mark.parametrize("num_beams, style", [(1, "hf"), (3, "hf"), (3, "hf_4.22"), (3, "t5x")])
 def test_a_cache_that_grows_in_stages_decodes_as_a_full_length_one(untied_model, monkeypatch,
                                                                    num_beams, style):
-    """Stages of 5 and 10 positions (some rows end in the first, some run to the last) give
+    """Stages of 4, 7 and 10 positions (some rows end in the first, some run past it) give
     the tokens and scores of one 10-position cache (whose parity with transformers' generate is
     tested above). A stage that did not grow its cache would overwrite its last position."""
     model, params = untied_model
@@ -238,21 +238,24 @@ def test_a_cache_that_grows_in_stages_decodes_as_a_full_length_one(untied_model,
     outputs = {}
     for grown_from in (4, 11):
         monkeypatch.setattr(decoding, "GROWN_CACHE_MIN_LENGTH", grown_from)
+        monkeypatch.setattr(decoding, "CACHE_STAGE_LENGTH", 3)
         predict_fn = jax.jit(model.predict_batch_with_aux, static_argnames="options")
         tokens, aux = predict_fn(params, {"encoder_input_tokens": encoder_tokens}, options)
         outputs[grown_from] = (np.asarray(tokens), np.asarray(aux["scores"]),
                                decoding.cache_lengths(10))
     staged, full = outputs[4], outputs[11]
-    assert (staged[2], full[2]) == ([5, 10], [10])
+    assert (staged[2], full[2]) == ([4, 7, 10], [10])
     ends = [np.flatnonzero(row == 1) for row in staged[0]]
-    assert any(eos.size and eos[0] < 5 for eos in ends), "no row ended in the first stage"
-    assert any(not eos.size or eos[0] >= 5 for eos in ends), "no row reached the last stage"
+    assert any(eos.size and eos[0] < 4 for eos in ends), "no row ended in the first stage"
+    assert any(not eos.size or eos[0] >= 4 for eos in ends), "no row grew its cache"
     np.testing.assert_array_equal(staged[0], full[0])
     np.testing.assert_allclose(staged[1], full[1], rtol=1e-6)
 
 
-def test_long_searches_start_with_half_a_cache():
-    assert decoding.cache_lengths(512) == [256, 512]
+def test_long_searches_grow_their_cache_in_stages_of_about_128_positions():
+    assert decoding.cache_lengths(512) == [128, 256, 384, 512]
+    assert decoding.cache_lengths(1000) == [143, 286, 429, 572, 715, 858, 1000]
+    assert decoding.cache_lengths(384) == [128, 256, 384]
     assert decoding.cache_lengths(257) == [129, 257]
     assert decoding.cache_lengths(255) == [255]
     assert decoding.cache_lengths(19) == [19]
