@@ -56,12 +56,12 @@ LENGTH_PENALTY_STYLES = ("hf", "hf_4.22", "t5x")
 DEFAULT_ALPHA = {"hf": 1.0, "hf_4.22": 1.0, "t5x": 0.6}
 # Searches of at least GROWN_CACHE_MIN_LENGTH tokens grow their self-attention cache in stages of
 # about CACHE_STAGE_LENGTH positions (at least two). Every step reads its stage's whole cache, so
-# a finer stage reads fewer unwritten positions; each stage compiles its own loop. Measured on a
-# 2-core CPU (t5_1_1-small, greedy, 64 rows, 512 tokens): the self-attention products read the
-# cache at the machine's memory rate (about 19 GB/s), a third of a step's op time with 2 stages;
-# 4 stages of 128 took 39.5-40.7 s against 43.8-45.6 s for 2 stages (best two of three, a noisy
-# machine) for +1.8 s of compilation; 8 stages, +6.4 s, were no surer. At 128 tokens one stage
-# of 64 saved 3% for +1.2 s of compilation, so shorter searches keep one cache.
+# a finer stage reads fewer unwritten positions; each stage compiles its own loop. On a 2-core CPU
+# (t5_1_1-small, greedy, 64 rows, 512 tokens) the self-attention products read the cache at the
+# machine's memory rate, 40 of a step's 101 ms of op time with 2 stages and 31 of 92 ms with 4;
+# a decode took 41.5 s against 45.5 s (medians of 4 interleaved rounds, 4 stages faster in each)
+# for +1.8 s of compilation. 8 stages (+6.4 s) were no surer. At 128 tokens one stage of 64 saved
+# 3% for +1.2 s of compilation, so shorter searches keep one cache.
 GROWN_CACHE_MIN_LENGTH = 256
 CACHE_STAGE_LENGTH = 128
 
