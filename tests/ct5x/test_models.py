@@ -227,27 +227,27 @@ def test_unknown_loss_normalizing_factor_names_the_setting(pair):
 @pytest.mark.parametrize("num_beams, style", [(1, "hf"), (3, "hf"), (3, "hf_4.22"), (3, "t5x")])
 def test_a_cache_that_grows_in_stages_decodes_as_a_full_length_one(untied_model, monkeypatch,
                                                                    num_beams, style):
-    """Stages of 4, 7 and 10 positions (some rows end in the first, some run past it) give
-    the tokens and scores of one 10-position cache (whose parity with transformers' generate is
-    tested above). A stage that did not grow its cache would overwrite its last position."""
+    """Stages of 2, 4, 6 and 8 positions (some rows end in the first, some run to the last)
+    give the tokens and scores of one 8-position cache (whose parity with transformers' generate
+    is tested above). A stage that did not grow its cache would overwrite its last position."""
     model, params = untied_model
     params = with_frequent_eos(params, factor=2.0)
     encoder_tokens = random_tokens(np.random.default_rng(9), 6, 12)
-    options = DecodingOptions(num_beams=num_beams, max_decode_length=10,
+    options = DecodingOptions(num_beams=num_beams, max_decode_length=8,
                               length_penalty_style=style)
     outputs = {}
-    for grown_from in (4, 11):
+    for grown_from in (4, 9):
         monkeypatch.setattr(decoding, "GROWN_CACHE_MIN_LENGTH", grown_from)
-        monkeypatch.setattr(decoding, "CACHE_STAGE_LENGTH", 3)
+        monkeypatch.setattr(decoding, "CACHE_STAGE_LENGTH", 2)
         predict_fn = jax.jit(model.predict_batch_with_aux, static_argnames="options")
         tokens, aux = predict_fn(params, {"encoder_input_tokens": encoder_tokens}, options)
         outputs[grown_from] = (np.asarray(tokens), np.asarray(aux["scores"]),
-                               decoding.cache_lengths(10))
-    staged, full = outputs[4], outputs[11]
-    assert (staged[2], full[2]) == ([4, 7, 10], [10])
+                               decoding.cache_lengths(8))
+    staged, full = outputs[4], outputs[9]
+    assert (staged[2], full[2]) == ([2, 4, 6, 8], [8])
     ends = [np.flatnonzero(row == 1) for row in staged[0]]
-    assert any(eos.size and eos[0] < 4 for eos in ends), "no row ended in the first stage"
-    assert any(not eos.size or eos[0] >= 4 for eos in ends), "no row grew its cache"
+    assert any(eos.size and eos[0] < 2 for eos in ends), "no row ended in the first stage"
+    assert any(not eos.size or eos[0] >= 6 for eos in ends), "no row reached the last stage"
     np.testing.assert_array_equal(staged[0], full[0])
     np.testing.assert_allclose(staged[1], full[1], rtol=1e-6)
 
