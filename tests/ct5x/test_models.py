@@ -239,8 +239,14 @@ def test_a_cache_that_grows_in_stages_decodes_as_a_full_length_one(untied_model,
     for grown_from in (4, 9):
         monkeypatch.setattr(decoding, "GROWN_CACHE_MIN_LENGTH", grown_from)
         monkeypatch.setattr(decoding, "CACHE_STAGE_LENGTH", 2)
-        predict_fn = jax.jit(model.predict_batch_with_aux, static_argnames="options")
-        tokens, aux = predict_fn(params, {"encoder_input_tokens": encoder_tokens}, options)
+
+        # A new function for each setting: JAX's trace cache knows the function, not the
+        # constants patched above, and could hand back the other setting's program.
+        def predict_fn(params, batch, options):
+            return model.predict_batch_with_aux(params, batch, options)
+
+        tokens, aux = jax.jit(predict_fn, static_argnames="options")(
+            params, {"encoder_input_tokens": encoder_tokens}, options)
         outputs[grown_from] = (np.asarray(tokens), np.asarray(aux["scores"]),
                                decoding.cache_lengths(8))
     staged, full = outputs[4], outputs[9]
