@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 
-from workload import random_batch, train_step_flops
+from workload import random_batch
 
 # Dense bfloat16 TFLOP/s by datasheet, matched against the device's name in this order.
 DATASHEET_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
@@ -254,8 +254,8 @@ def measure_size(size: str, args: argparse.Namespace, started: float) -> dict[st
     """Every requested run at one model size, each in its own process, printed as it ends."""
     from ct5x.gin_utils import build_model
 
-    flops = train_step_flops(build_model([f"models/t5_1_1/{size}.gin"]).config, args.batch,
-                             args.input_length, args.target_length)
+    flops = build_model([f"models/t5_1_1/{size}.gin"]).config.train_step_flops(
+        args.batch, args.input_length, args.target_length)
     tokens = args.batch * (args.input_length + args.target_length)
     names = [f"ct5x:{size}:{rng}" for rng in args.rng_impls.split(",")
              if "ct5x" in args.frameworks]

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
-from workload import encoder_flops, random_batch, train_step_flops
+from workload import encoder_flops, random_batch
 
 from ct5x import partitioning
 from ct5x.checkpoints import load_checkpoint
@@ -336,7 +336,7 @@ def main() -> None:
     record("score", "scoring (8x(128+32))", BATCH * (INPUT_LENGTH + TARGET_LENGTH), score)
     score_gflops = 2.0 * size**3 / score["jax_matmul"].median / 1e9
 
-    flops = train_step_flops(config, BATCH, INPUT_LENGTH, TARGET_LENGTH)
+    flops = config.train_step_flops(BATCH, INPUT_LENGTH, TARGET_LENGTH)
     score_ceiling = BATCH * (INPUT_LENGTH + TARGET_LENGTH) / (flops / 3 / (score_gflops * 1e9))
     # A greedy decode at best: the encoder pass at the large matmul's rate, then every step reading
     # its bytes once at the read bandwidth, or doing only its matmuls.

@@ -11,7 +11,7 @@ STEPS_PER_EXECUTION = 8 steps that share one pair; packed, with the run's planne
 (one compilation each, PACKING_PROGRAM_COST's default) and its executions. Real tokens (EOS
 included) are the floor. It computes no step: the table is the padding each pipeline pays, per
 feature length, and the training step's matmul FLOPs at t5_1_1-small's shape that it implies
-(`workload.train_step_flops`, the step benchmark's count: packed steps, the collator's, and each
+(`T5Config.train_step_flops`, the step benchmark's count: packed steps, the collator's, and each
 example alone at its own length), whose ratio bounds how much faster than the collator's steps
 packed steps of the same speed per operation can be.
 
@@ -33,7 +33,6 @@ import tempfile
 
 import numpy as np
 from fold import SHARED_NCBI, TASK, train_vocabulary
-from workload import train_step_flops
 
 from ct5x.config import T5Config
 from ct5x.length_buckets import DEFAULT_LENGTH_BUCKETS, LengthBuckets, used_lengths
@@ -70,8 +69,9 @@ def _positions(execution: list[dict]) -> int:
 
 
 def _flops(execution: list[dict]) -> float:
-    return sum(train_step_flops(SMALL, *batch["encoder_input_tokens"].shape,
-                                batch["decoder_target_tokens"].shape[1]) for batch in execution)
+    return sum(SMALL.train_step_flops(*batch["encoder_input_tokens"].shape,
+                                      batch["decoder_target_tokens"].shape[1])
+               for batch in execution)
 
 
 def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int,
@@ -89,9 +89,9 @@ def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int
             for batch in (stream.batch(step) for step in range(steps))]
     collator = np.mean([batch_size * (int(i.max()) + int(t.max())) for i, t in used])
     real = np.mean([int(i.sum() + t.sum()) for i, t in used])
-    collator_flops = np.mean([train_step_flops(SMALL, batch_size, i.max(), t.max())
+    collator_flops = np.mean([SMALL.train_step_flops(batch_size, i.max(), t.max())
                               for i, t in used])
-    alone_flops = np.mean([sum(map(functools.partial(train_step_flops, SMALL, 1), i, t))
+    alone_flops = np.mean([sum(map(functools.partial(SMALL.train_step_flops, 1), i, t))
                            for i, t in used])
     rows = []
     for name, values in bucket_sets.items():
@@ -101,7 +101,8 @@ def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int
             steps, steps_per_execution)
         packed_stream = TrainingStream(dataclasses.replace(stream.settings, buckets=buckets,
                                                            pack_batches=True), stream.examples)
-        packed_stream.plan_packing(steps, RunSettings().packing_program_cost)
+        packed_stream.plan_packing(steps, RunSettings().packing_program_cost,
+                                   lambda row: SMALL.train_step_flops(1, row.inputs, row.targets))
         packed = loop_executions(packed_stream, steps, steps_per_execution)
         row = packed_stream.packer.row
         rows.append({"buckets": name, "steps": steps,

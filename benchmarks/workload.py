@@ -1,4 +1,5 @@
-"""What the benchmarks share: random-token batches and the matmul FLOPs they cost a T5.
+"""What the benchmarks share: random-token batches and the matmul FLOPs of a decode's first
+pass (a training step's are `T5Config.train_step_flops`).
 
 FLOPs are counted by hand from the shapes: XLA's cost analysis counts the elementwise work too and
 differs between backends, so model-FLOPs utilisation would not compare across machines.
@@ -25,23 +26,6 @@ def random_batch(config: T5Config, batch: int, input_length: int, target_length:
         "decoder_target_tokens": targets,
         "decoder_loss_weights": np.ones_like(targets, np.float32),
     }
-
-
-def train_step_flops(config: T5Config, batch: int, input_length: int, target_length: int) -> float:
-    """Forward matmul FLOPs x 3 (forward and backward): dense layers plus attention products."""
-    d, joined, mlp = config.emb_dim, config.num_heads * config.head_dim, config.mlp_dim
-    gates = len(config.mlp_activations)
-    enc_rows, dec_rows = batch * input_length, batch * target_length
-    attention_dense = 4 * d * joined
-    mlp_dense = (gates + 1) * d * mlp
-    encoder = enc_rows * config.num_encoder_layers * (attention_dense + mlp_dense)
-    encoder += config.num_encoder_layers * 2 * batch * input_length**2 * joined
-    decoder = dec_rows * config.num_decoder_layers * (attention_dense + 2 * d * joined + mlp_dense)
-    decoder += enc_rows * config.num_decoder_layers * 2 * d * joined  # cross-attention keys/values
-    decoder += config.num_decoder_layers * 2 * batch * target_length * (
-        target_length + input_length) * joined
-    decoder += dec_rows * d * config.vocab_size
-    return 3 * 2.0 * (encoder + decoder)
 
 
 def encoder_flops(config: T5Config, batch: int, input_length: int) -> float:

@@ -67,6 +67,25 @@ class T5Config:
     def replace(self, **changes: Any) -> T5Config:
         return dataclasses.replace(self, **changes)
 
+    def train_step_flops(self, rows: int, input_length: int, target_length: int) -> float:
+        """Matmul FLOPs of a training step on rows of these lengths, forward x 3 (forward and
+        backward): the dense layers, the output layer and both attention products, each query
+        against every key of its row. Counted from the shapes, not by XLA, so that figures
+        compare across backends; packing plans its rows by it (`ct5x.packing`)."""
+        joined = self.num_heads * self.head_dim
+        attention_dense = 4 * self.emb_dim * joined
+        mlp_dense = (len(self.mlp_activations) + 1) * self.emb_dim * self.mlp_dim
+        input_positions, target_positions = rows * input_length, rows * target_length
+        encoder = self.num_encoder_layers * (
+            input_positions * (attention_dense + mlp_dense)
+            + 2 * rows * input_length**2 * joined)
+        decoder = self.num_decoder_layers * (
+            target_positions * (attention_dense + 2 * self.emb_dim * joined + mlp_dense)
+            + input_positions * 2 * self.emb_dim * joined  # cross-attention keys and values
+            + 2 * rows * target_length * (target_length + input_length) * joined)
+        decoder += target_positions * self.emb_dim * self.vocab_size
+        return 3 * 2.0 * (encoder + decoder)
+
     @classmethod
     def from_hf_dict(cls, hf: dict[str, Any], source: str = "config.json") -> T5Config:
         """Reads a Hugging Face T5 `config.json` (already parsed); `source` names it in errors."""

@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
 from ct5x.errors import UserInputError
-from ct5x.length_buckets import BucketPair, LengthBuckets
-from ct5x.packing import BatchPacker, execution_length, plan_row_counts
+from ct5x.length_buckets import BucketPair, LengthBuckets, used_lengths
+from ct5x.packing import BatchPacker, cheapest_row, execution_length, plan_row_counts
+
+# The packed rows' length pair is chosen on at most this many of a run's steps (`plan_packing`).
+ROW_CHOICE_STEPS = 256
 
 Batch = dict[str, np.ndarray]
 
@@ -235,16 +238,41 @@ class TrainingStream:
             self._buckets = {step: buckets.fit(self._rows(step * size, size))}
         return self._buckets[step]
 
-    def plan_packing(self, steps: int, program_cost: float) -> None:
-        """Plans the packed row counts of a run of `steps` steps from every step's need
-        (`packing.plan_row_counts`): a function of the data and the run's length alone, so every
-        process, and a resumed run, plans the same."""
+    def plan_packing(self, steps: int, program_cost: float,
+                     row_cost: Callable[[BucketPair], float] | None = None) -> None:
+        """Chooses the packed rows' length pair (`packing.cheapest_row`, each row at `row_cost`:
+        the model's training FLOPs, or None: its positions) and plans their counts for a run of
+        `steps` steps from every step's need (`packing.plan_row_counts`): a function of the data,
+        the model and the run's length alone, so every process, and a resumed run, plans the
+        same."""
         if self.packer is None:
             return
         size = self.settings.batch_size
-        needed = [self.packer.needed_rows(self._rows(step * size, size)) for step in range(steps)]
+        lengths = []
+        for step in range(steps):
+            batch = self._rows(step * size, size)
+            lengths.append((used_lengths(batch["encoder_input_tokens"]),
+                            used_lengths(batch["decoder_target_tokens"])))
+        if lengths:
+            # First fit over every candidate and every step of a long run would take seconds:
+            # the choice sees at most ROW_CHOICE_STEPS steps, evenly spaced.
+            sample = lengths[::-(-len(lengths) // ROW_CHOICE_STEPS)]
+            row = cheapest_row(sample, self._row_candidates(), row_cost or _positions, size,
+                               self.settings.row_multiple)
+            self.packer = dataclasses.replace(self.packer, row=row)
+        needed = [self.packer.needed_rows(inputs, targets) for inputs, targets in lengths]
         counts = plan_row_counts(needed, program_cost) if needed else ()
         self.packer = dataclasses.replace(self.packer, counts=counts)
+
+    def _row_candidates(self) -> list[BucketPair]:
+        """Pairs that hold the split's longest input and target: either feature's bucket lengths
+        from the smallest that holds its longest, up to the longer feature length."""
+        buckets = self.settings.buckets or LengthBuckets.for_lengths(
+            None, self.settings.feature_lengths)
+        values = sorted(set(buckets.inputs) | set(buckets.targets))
+        smallest = self._packer().row
+        return [BucketPair(inputs, targets) for inputs in values if inputs >= smallest.inputs
+                for targets in values if targets >= smallest.targets]
 
     def execution(self, step: int, count: int) -> list[Batch]:
         """This process's shards of batches `step`, `step` + 1, ... for one execution: at most
@@ -281,6 +309,10 @@ class TrainingStream:
         own = slice(settings.shard_index * shard, (settings.shard_index + 1) * shard)
         return [{key: value[own] for key, value in packer.pack(batch, members, rows).items()}
                 for batch, (members, _) in zip(batches[:taken], plans)]
+
+
+def _positions(row: BucketPair) -> float:
+    return float(row.inputs + row.targets)
 
 
 def pad_batches(features: Batch, batch_size: int) -> list[tuple[Batch, int]]:

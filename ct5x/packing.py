@@ -12,11 +12,15 @@ every example the masks its own row gets unpacked: `ct5x.layers.PackedRows`), an
 in the example; attention never crosses examples, and T5's relative position bias depends only
 on distances inside an example. What changes is the order of floating-point sums.
 
-Rows are the run's length pair (the smallest bucket pair that holds the split's longest input and
-target, so one row holds any example). Each row count compiles its own training program, so a run
-plans its counts before the first step (`plan_row_counts`, from every step's need: the stream is a
-function of the step), trading rows built against programs compiled (PACKING_PROGRAM_COST), and
-groups steps into executions that build few rows (`execution_length`).
+Rows are the run's length pair, one that holds the split's longest input and target, so one row
+holds any example. Before the first step a run chooses it (`cheapest_row`) from the bucket
+lengths up to the longer feature length, by the model's training FLOPs over the rows each step
+needs: a side much shorter than the other fills its rows first (NCBI-disease at 512/64: rows of
+192 + 64 tokens need 11.6 a step, of 192 + 192 4.4, at two thirds of the work), so its rows may
+outgrow its feature length. Each row count compiles its own training program, so a run then plans
+its counts (`plan_row_counts`, from every step's need: the stream is a function of the step),
+trading rows built against programs compiled (PACKING_PROGRAM_COST), and groups steps into
+executions that build few rows (`execution_length`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import dataclasses
 import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,6 +66,20 @@ def rounded_rows(needed: int, batch_size: int, multiple: int) -> int:
     """`needed` rows rounded up to a multiple of the data-parallel devices, at most `batch_size`
     (which the unpacked batch has, and which `multiple` divides)."""
     return min(-(-needed // multiple) * multiple, batch_size)
+
+
+def cheapest_row(step_lengths: Sequence[tuple[np.ndarray, np.ndarray]],
+                 candidates: Sequence[BucketPair], row_cost: Callable[[BucketPair], float],
+                 batch_size: int, multiple: int = 1) -> BucketPair:
+    """The candidate pair whose rows cost least over these steps ((input lengths, target
+    lengths) of each step's examples): each step in the rows first fit needs, rounded as the run
+    rounds them, at `row_cost` a row. The first of equally cheap candidates wins."""
+    def cost(row: BucketPair) -> float:
+        rows = sum(rounded_rows(len(first_fit(inputs, targets, row)), batch_size, multiple)
+                   for inputs, targets in step_lengths)
+        return rows * row_cost(row)
+
+    return min(candidates, key=cost)
 
 
 def plan_row_counts(needed: Sequence[int], program_cost: float) -> tuple[int, ...]:
@@ -134,9 +152,11 @@ class BatchPacker:
     # The run's planned row counts (`plan_row_counts`); empty: every batch gets the rows it needs.
     counts: tuple[int, ...] = ()
 
-    def needed_rows(self, batch: Mapping[str, np.ndarray]) -> int:
-        """The rows first fit needs for an unpacked batch, rounded up to the device multiple."""
-        return rounded_rows(len(self._members(batch)), self.batch_size, self.multiple)
+    def needed_rows(self, input_lengths: np.ndarray, target_lengths: np.ndarray) -> int:
+        """The rows first fit needs for a batch of examples of these lengths, rounded up to the
+        device multiple."""
+        members = first_fit(input_lengths, target_lengths, self.row)
+        return rounded_rows(len(members), self.batch_size, self.multiple)
 
     def plan(self, batch: Mapping[str, np.ndarray]) -> tuple[list[list[int]], int]:
         """(example indices per row, the number of rows to build: the smallest planned count that

@@ -242,7 +242,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     multihost.say(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
                   + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
                   + f" -> {train_steps} steps")
-    stream.plan_packing(train_steps, settings.packing_program_cost)
+    stream.plan_packing(train_steps, settings.packing_program_cost,
+                        lambda row: config.train_step_flops(1, row.inputs, row.targets))
     if stream.packer is not None:
         row = stream.packer.row
         multihost.say(f"packed rows of {row.inputs} + {row.targets} tokens, "

@@ -13,7 +13,14 @@ from ct5x.config import T5Config
 from ct5x.length_buckets import BucketPair
 from ct5x.models import EncoderDecoderModel, LossOptions
 from ct5x.optimizers import OptimizerSettings, make_optimizer
-from ct5x.packing import BatchPacker, execution_length, first_fit, plan_row_counts, rounded_rows
+from ct5x.packing import (
+    BatchPacker,
+    cheapest_row,
+    execution_length,
+    first_fit,
+    plan_row_counts,
+    rounded_rows,
+)
 from ct5x.trainer import Trainer
 
 CONFIG = T5Config(vocab_size=40, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=24,
@@ -38,8 +45,8 @@ def _unpacked(examples: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
             "decoder_loss_weights": (targets > 0).astype(np.int32)}
 
 
-def _packed(batch, multiple: int = 1) -> dict[str, np.ndarray]:
-    packer = BatchPacker(ROW, len(batch["encoder_input_tokens"]), multiple)
+def _packed(batch, multiple: int = 1, row: BucketPair = ROW) -> dict[str, np.ndarray]:
+    packer = BatchPacker(row, len(batch["encoder_input_tokens"]), multiple)
     return packer.pack(batch, *packer.plan(batch))
 
 
@@ -57,6 +64,22 @@ def test_rows_hold_every_example_once_within_the_row_lengths():
     (1, 16, 1, 1), (5, 16, 1, 5), (7, 16, 4, 8), (9, 16, 8, 16), (16, 16, 1, 16), (15, 16, 2, 16)])
 def test_rows_are_rounded_up_to_a_multiple_of_the_devices(needed, batch, multiple, expected):
     assert rounded_rows(needed, batch, multiple) == expected
+
+
+def test_the_cheapest_row_pair_wins_and_ties_go_to_the_first():
+    """Two steps of 8 examples, each 10 input and 6 target tokens, at a row's positions each:
+    16 + 8 and 16 + 16 hold one example a row (8 rows: 192 and 256 positions a step), 32 + 16
+    three inputs and two targets (4 rows: 192), 32 + 24 three and four (3 rows: 168)."""
+    steps = [(np.full(8, 10), np.full(8, 6))] * 2
+    def positions(row):
+        return row.inputs + row.targets
+
+    pairs = [BucketPair(16, 8), BucketPair(16, 16), BucketPair(32, 16), BucketPair(32, 24)]
+    assert cheapest_row(steps, pairs, positions, 8) == BucketPair(32, 24)
+    assert cheapest_row(steps, pairs[:3], positions, 8) == BucketPair(16, 8)
+    assert cheapest_row(steps, pairs[2::-1], positions, 8) == BucketPair(32, 16)
+    # Rounded to 4 devices, 16 + 8's 8 rows stay 8 and 32 + 24's 3 become 4 (224 positions).
+    assert cheapest_row(steps, [pairs[3], pairs[0]], positions, 8, 4) == BucketPair(16, 8)
 
 
 def _plan_cost(needed, counts, program_cost):
@@ -144,18 +167,21 @@ def _steps(trainer: Trainer, batches: list) -> tuple[dict, list[float]]:
     return jax.tree.map(np.asarray, state.params), losses
 
 
-def test_packed_steps_with_dropout_repeat_the_unpacked_steps():
+@pytest.mark.parametrize("row", [ROW, BucketPair(24, 40)])
+def test_packed_steps_with_dropout_repeat_the_unpacked_steps(row):
     """Three steps at dropout 0.3: the same losses and parameters packed as unpacked, because
-    every example draws the masks its own row draws. Without them (`packed_examples` None: one
-    mask per packed row, shared by its examples) the losses differ, so the check can fail."""
+    every example draws the masks its own row draws; also in target rows longer than the
+    targets' feature length (16), which the row choice may plan. Without them (`packed_examples`
+    None: one mask per packed row, shared by its examples) the losses differ, so the check can
+    fail."""
     batches = [_unpacked(seed=seed) for seed in range(3)]
     expected_params, expected = _steps(_trainer(None), batches)
-    params, found = _steps(_trainer(8), [_packed(b) for b in batches])
+    params, found = _steps(_trainer(8), [_packed(b, row=row) for b in batches])
     np.testing.assert_allclose(found, expected, rtol=1e-5)
     differences = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), params,
                                                expected_params))
     assert max(differences) <= 1e-5
-    _, shared_masks = _steps(_trainer(None), [_packed(b) for b in batches])
+    _, shared_masks = _steps(_trainer(None), [_packed(b, row=row) for b in batches])
     assert not np.allclose(shared_masks, expected, rtol=1e-3)
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from ct5x.data_pipeline import DataSettings, TrainingStream, convert, pad_batches
 from ct5x.errors import UserInputError
-from ct5x.length_buckets import LengthBuckets
+from ct5x.length_buckets import BucketPair, LengthBuckets, used_lengths
 
 LENGTHS = {"inputs": 12, "targets": 7}
 
@@ -183,6 +183,42 @@ def test_packed_executions_hold_each_batch_s_examples_split_over_the_data_shards
     assert min(row_counts) < 8
     for shard in shards:
         shard.plan_packing(10, program_cost=1000.0)
-    assert shards[0].packer.counts == (max(row_counts),)
+    row = shards[0].packer.row
+    needs = [shards[0].packer.needed_rows(used_lengths(plain.batch(step)["encoder_input_tokens"]),
+                                          used_lengths(plain.batch(step)["decoder_target_tokens"]))
+             for step in range(10)]
+    assert shards[1].packer.row == row and shards[0].packer.counts == (max(needs),)
     assert {len(batch["encoder_input_tokens"]) for batch in shards[1].execution(0, 3)} == {
-        max(row_counts) // 2}
+        max(needs) // 2}
+
+
+def test_a_short_feature_gets_rows_past_its_length_and_every_example_stays_whole():
+    """Targets short beside their inputs (as NCBI-disease at 512/64, where one long input sets
+    rows of 192 input positions for inputs of 46 tokens on average): rows of the smallest pair
+    hold one target each, so the run plans its rows from the longer feature's buckets, fewer a
+    step, and each packed batch still holds each of its examples once, whole."""
+    rng = np.random.default_rng(5)
+    examples = [{"inputs": np.append(rng.integers(3, 50, size=rng.integers(3, 7)), 1),
+                 "targets": np.append(rng.integers(3, 50, size=rng.integers(2, 4)), 1)}
+                for _ in range(48)]
+    examples[0]["inputs"] = np.append(rng.integers(3, 50, size=15), 1)
+    lengths = {"inputs": 24, "targets": 4}
+    settings = _settings(batch_size=8, feature_lengths=lengths, pack_batches=True,
+                         buckets=LengthBuckets.for_lengths((4, 8, 16, 24), lengths))
+    stream = TrainingStream(settings, examples)
+    assert stream.packer.row == BucketPair(16, 4)  # the smallest pair: a row per example
+    stream.plan_packing(6, program_cost=0.0)
+    assert stream.packer.row.targets > lengths["targets"]
+    plain = TrainingStream(_settings(batch_size=8, feature_lengths=lengths), examples)
+    built = 0
+    for step in range(6):
+        batch, = stream.execution(step, 1)
+        built += len(batch["encoder_input_tokens"])
+        whole = plain.batch(step)
+        for example in range(8):
+            for side, feature in (("encoder_", "encoder_input_tokens"),
+                                  ("decoder_", "decoder_target_tokens")):
+                own = whole[feature][example]
+                where = batch[f"{side}segment_ids"] == example + 1
+                np.testing.assert_array_equal(batch[feature][where], own[own > 0])
+    assert built < 0.6 * 6 * 8  # 25 rows, against the smallest pair's 48 (one per example)
