@@ -160,7 +160,8 @@ class TrainingStream:
         self._buckets: dict[int, BucketPair] = {}  # the last batch's, asked for twice in a row
 
     def _packer(self) -> BatchPacker:
-        """Rows of the smallest bucket pair that holds the split's longest input and target."""
+        """Rows of the smallest bucket pair that holds the split's longest input and target,
+        until `plan_packing` chooses the run's pair."""
         lengths = self.settings.feature_lengths
         buckets = self.settings.buckets or LengthBuckets.for_lengths(None, lengths)
         longest = {feature: min(lengths[feature], max(len(e[feature]) for e in self.examples))
