@@ -102,7 +102,7 @@ def run_positions(lengths: dict, bucket_sets: dict, batch_size: int, epochs: int
         packed_stream = TrainingStream(dataclasses.replace(stream.settings, buckets=buckets,
                                                            pack_batches=True), stream.examples)
         packed_stream.plan_packing(steps, RunSettings().packing_program_cost,
-                                   lambda row: SMALL.train_step_flops(1, row.inputs, row.targets))
+                                   functools.partial(SMALL.train_step_flops, 1))
         packed = loop_executions(packed_stream, steps, steps_per_execution)
         row = packed_stream.packer.row
         rows.append({"buckets": name, "steps": steps,

@@ -163,11 +163,14 @@ class TrainingStream:
         """Rows of the smallest bucket pair that holds the split's longest input and target,
         until `plan_packing` chooses the run's pair."""
         lengths = self.settings.feature_lengths
-        buckets = self.settings.buckets or LengthBuckets.for_lengths(None, lengths)
         longest = {feature: min(lengths[feature], max(len(e[feature]) for e in self.examples))
                    for feature in ("inputs", "targets")}
-        return BatchPacker(buckets.pair(longest["inputs"], longest["targets"]),
+        return BatchPacker(self._row_buckets().pair(longest["inputs"], longest["targets"]),
                            self.settings.batch_size, self.settings.row_multiple)
+
+    def _row_buckets(self) -> LengthBuckets:
+        return self.settings.buckets or LengthBuckets.for_lengths(None,
+                                                                  self.settings.feature_lengths)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.settings.seed, epoch]).permutation(self.num_examples)
@@ -240,9 +243,10 @@ class TrainingStream:
         return self._buckets[step]
 
     def plan_packing(self, steps: int, program_cost: float,
-                     row_cost: Callable[[BucketPair], float] | None = None) -> None:
-        """Chooses the packed rows' length pair (`packing.cheapest_row`, each row at `row_cost`:
-        the model's training FLOPs, or None: its positions) and plans their counts for a run of
+                     row_cost: Callable[[int, int], float] | None = None) -> None:
+        """Chooses the packed rows' length pair (`packing.cheapest_row`, a row of (inputs,
+        targets) tokens at `row_cost`: the model's training FLOPs, or None: its positions) and
+        plans their counts for a run of
         `steps` steps from every step's need (`packing.plan_row_counts`): a function of the data,
         the model and the run's length alone, so every process, and a resumed run, plans the
         same."""
@@ -268,8 +272,7 @@ class TrainingStream:
     def _row_candidates(self) -> list[BucketPair]:
         """Pairs that hold the split's longest input and target: either feature's bucket lengths
         from the smallest that holds its longest, up to the longer feature length."""
-        buckets = self.settings.buckets or LengthBuckets.for_lengths(
-            None, self.settings.feature_lengths)
+        buckets = self._row_buckets()
         values = sorted(set(buckets.inputs) | set(buckets.targets))
         smallest = self._packer().row
         return [BucketPair(inputs, targets) for inputs in values if inputs >= smallest.inputs
@@ -312,8 +315,8 @@ class TrainingStream:
                 for batch, (members, _) in zip(batches[:taken], plans)]
 
 
-def _positions(row: BucketPair) -> float:
-    return float(row.inputs + row.targets)
+def _positions(inputs: int, targets: int) -> float:
+    return float(inputs + targets)
 
 
 def pad_batches(features: Batch, batch_size: int) -> list[tuple[Batch, int]]:

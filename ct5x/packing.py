@@ -69,15 +69,16 @@ def rounded_rows(needed: int, batch_size: int, multiple: int) -> int:
 
 
 def cheapest_row(step_lengths: Sequence[tuple[np.ndarray, np.ndarray]],
-                 candidates: Sequence[BucketPair], row_cost: Callable[[BucketPair], float],
+                 candidates: Sequence[BucketPair], row_cost: Callable[[int, int], float],
                  batch_size: int, multiple: int = 1) -> BucketPair:
     """The candidate pair whose rows cost least over these steps ((input lengths, target
     lengths) of each step's examples): each step in the rows first fit needs, rounded as the run
-    rounds them, at `row_cost` a row. The first of equally cheap candidates wins."""
+    rounds them, at `row_cost(inputs, targets)` a row. The first of equally cheap candidates
+    wins."""
     def cost(row: BucketPair) -> float:
         rows = sum(rounded_rows(len(first_fit(inputs, targets, row)), batch_size, multiple)
                    for inputs, targets in step_lengths)
-        return rows * row_cost(row)
+        return rows * row_cost(row.inputs, row.targets)
 
     return min(candidates, key=cost)
 

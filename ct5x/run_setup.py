@@ -9,6 +9,7 @@ listed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 from typing import Any
 
@@ -243,7 +244,7 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
                   + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
                   + f" -> {train_steps} steps")
     stream.plan_packing(train_steps, settings.packing_program_cost,
-                        lambda row: config.train_step_flops(1, row.inputs, row.targets))
+                        functools.partial(config.train_step_flops, 1))
     if stream.packer is not None:
         row = stream.packer.row
         multihost.say(f"packed rows of {row.inputs} + {row.targets} tokens, "

@@ -71,8 +71,9 @@ def test_the_cheapest_row_pair_wins_and_ties_go_to_the_first():
     16 + 8 and 16 + 16 hold one example a row (8 rows: 192 and 256 positions a step), 32 + 16
     three inputs and two targets (4 rows: 192), 32 + 24 three and four (3 rows: 168)."""
     steps = [(np.full(8, 10), np.full(8, 6))] * 2
-    def positions(row):
-        return row.inputs + row.targets
+
+    def positions(inputs, targets):
+        return inputs + targets
 
     pairs = [BucketPair(16, 8), BucketPair(16, 16), BucketPair(32, 16), BucketPair(32, 24)]
     assert cheapest_row(steps, pairs, positions, 8) == BucketPair(32, 24)

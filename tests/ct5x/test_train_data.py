@@ -183,11 +183,12 @@ def test_packed_executions_hold_each_batch_s_examples_split_over_the_data_shards
     assert min(row_counts) < 8
     for shard in shards:
         shard.plan_packing(10, program_cost=1000.0)
-    row = shards[0].packer.row
-    needs = [shards[0].packer.needed_rows(used_lengths(plain.batch(step)["encoder_input_tokens"]),
-                                          used_lengths(plain.batch(step)["decoder_target_tokens"]))
-             for step in range(10)]
-    assert shards[1].packer.row == row and shards[0].packer.counts == (max(needs),)
+    batches = [plain.batch(step) for step in range(10)]
+    needs = [shards[0].packer.needed_rows(used_lengths(batch["encoder_input_tokens"]),
+                                          used_lengths(batch["decoder_target_tokens"]))
+             for batch in batches]
+    assert shards[1].packer.row == shards[0].packer.row
+    assert shards[0].packer.counts == (max(needs),)
     assert {len(batch["encoder_input_tokens"]) for batch in shards[1].execution(0, 3)} == {
         max(needs) // 2}
 
