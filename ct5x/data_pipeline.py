@@ -32,7 +32,13 @@ import tensorflow as tf
 
 from ct5x.errors import UserInputError
 from ct5x.length_buckets import BucketPair, LengthBuckets, used_lengths
-from ct5x.packing import BatchPacker, cheapest_row, execution_length, plan_row_counts
+from ct5x.packing import (
+    BatchPacker,
+    cheapest_row,
+    execution_length,
+    plan_row_counts,
+    row_candidates,
+)
 
 # The packed rows' length pair is chosen on at most this many of a run's steps (`plan_packing`).
 ROW_CHOICE_STEPS = 256
@@ -262,21 +268,13 @@ class TrainingStream:
             # First fit over every candidate and every step of a long run would take seconds:
             # the choice sees at most ROW_CHOICE_STEPS steps, evenly spaced.
             sample = lengths[::-(-len(lengths) // ROW_CHOICE_STEPS)]
-            row = cheapest_row(sample, self._row_candidates(), row_cost or _positions, size,
+            candidates = row_candidates(self._row_buckets(), self._packer().row)
+            row = cheapest_row(sample, candidates, row_cost or _positions, size,
                                self.settings.row_multiple)
             self.packer = dataclasses.replace(self.packer, row=row)
         needed = [self.packer.needed_rows(inputs, targets) for inputs, targets in lengths]
         counts = plan_row_counts(needed, program_cost) if needed else ()
         self.packer = dataclasses.replace(self.packer, counts=counts)
-
-    def _row_candidates(self) -> list[BucketPair]:
-        """Pairs that hold the split's longest input and target: either feature's bucket lengths
-        from the smallest that holds its longest, up to the longer feature length."""
-        buckets = self._row_buckets()
-        values = sorted(set(buckets.inputs) | set(buckets.targets))
-        smallest = self._packer().row
-        return [BucketPair(inputs, targets) for inputs in values if inputs >= smallest.inputs
-                for targets in values if targets >= smallest.targets]
 
     def execution(self, step: int, count: int) -> list[Batch]:
         """This process's shards of batches `step`, `step` + 1, ... for one execution: at most

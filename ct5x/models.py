@@ -155,7 +155,8 @@ class EncoderDecoderModel:
         return loss, {**parts, "loss": loss, "correct_tokens": correct}
 
     def score_batch(self, params: Params, batch: Batch) -> jax.Array:
-        """Per-example log-likelihood of the targets: the sum over target tokens, EOS included."""
+        """Per-row log-likelihood of the targets: the sum over target tokens, EOS included (over
+        every example of a packed row)."""
         targets = batch["decoder_target_tokens"]
         weights = batch.get("decoder_loss_weights")
         if weights is None:

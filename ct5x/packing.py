@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ct5x.length_buckets import BucketPair, used_lengths
+from ct5x.length_buckets import BucketPair, LengthBuckets, used_lengths
 
 Batch = dict[str, np.ndarray]
 # What one more execution costs on XLA:CPU, in rows built: each execution maps and first-touches
@@ -81,6 +81,30 @@ def cheapest_row(step_lengths: Sequence[tuple[np.ndarray, np.ndarray]],
         return rows * row_cost(row.inputs, row.targets)
 
     return min(candidates, key=cost)
+
+
+def row_candidates(buckets: LengthBuckets, smallest: BucketPair) -> list[BucketPair]:
+    """The pairs `cheapest_row` chooses from for a split whose longest input and target
+    `smallest` holds: either feature's bucket lengths from the smallest's, up to the longer
+    feature length."""
+    values = sorted(set(buckets.inputs) | set(buckets.targets))
+    return [BucketPair(inputs, targets) for inputs in values if inputs >= smallest.inputs
+            for targets in values if targets >= smallest.targets]
+
+
+def pack_split(features: Mapping[str, np.ndarray], buckets: LengthBuckets, multiple: int,
+               row_cost: Callable[[int, int], float]) -> Batch:
+    """A whole split's unpacked rows packed into the cheapest rows (`cheapest_row`, the split as
+    one step), as many as a multiple of `multiple`: for teacher-forced scoring, where what
+    counts is the sum over the examples, so rows need not keep one step's examples apart."""
+    inputs = used_lengths(features["encoder_input_tokens"])
+    targets = used_lengths(features["decoder_target_tokens"])
+    rows = -(-len(inputs) // multiple) * multiple
+    smallest = buckets.pair(int(np.max(inputs)), int(np.max(targets)))
+    row = cheapest_row([(inputs, targets)], row_candidates(buckets, smallest), row_cost, rows,
+                       multiple)
+    packer = BatchPacker(row, rows, multiple)
+    return packer.pack(features, *packer.plan(features))
 
 
 def plan_row_counts(needed: Sequence[int], program_cost: float) -> tuple[int, ...]:

@@ -243,8 +243,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
     multihost.say(f"{info.name}: {train_examples} training examples, batch {settings.batch_size}"
                   + ("" if settings.train_steps else f", {settings.epochs:g} epochs")
                   + f" -> {train_steps} steps")
-    stream.plan_packing(train_steps, settings.packing_program_cost,
-                        functools.partial(config.train_step_flops, 1))
+    row_cost = functools.partial(config.train_step_flops, 1)  # FLOPs of one row of this pair
+    stream.plan_packing(train_steps, settings.packing_program_cost, row_cost)
     if stream.packer is not None:
         row = stream.packer.row
         multihost.say(f"packed rows of {row.inputs} + {row.targets} tokens, "
@@ -263,7 +263,8 @@ def build_run(settings: RunSettings, gin_model: Any, log_examples: bool) -> tupl
                               max_decode_length=info.decode_length_for(lengths["targets"]),
                               length_penalty_style="hf_4.22" if anchor else "hf")
     validator = Validator(info.name, lengths, eval_batch_size, options, settings.eval_examples,
-                          buckets, settings.scoring_rows())
+                          buckets, settings.scoring_rows(),
+                          row_cost if stream.packer is not None else None)
     record = _run_record(settings, info, checkpoint_path, lengths, vocabulary, train_examples,
                          train_steps, eval_batch_size)
     previous = directory.read_run()

@@ -281,7 +281,8 @@ class Trainer:
         return {"encoder_input_tokens": batch["encoder_input_tokens"]}
 
     def score(self, params: Any, batch: Batch) -> np.ndarray:
-        """Per-example target log-likelihood of a global batch every process holds."""
+        """Each row's target log-likelihood (its examples' sum, packed) for a global batch every
+        process holds."""
         return np.asarray(self._score(params, self._global(batch)))
 
     def predict(self, params: Any, batch: Batch, options: DecodingOptions) -> np.ndarray:
@@ -289,10 +290,12 @@ class Trainer:
         return np.asarray(self._predict(params, self._global(self._inputs(batch)),
                                         options=options))
 
-    def compile_evaluation_ahead(self, params: Any, scored: Batch, decoded: Batch,
-                                 options: DecodingOptions) -> None:
-        """Starts compiling `score`'s program for batches shaped as `scored` and `predict`'s for
-        batches shaped as `decoded` in the background; `params` may be abstract
-        (`ct5x.compile_ahead.abstract`)."""
-        self._score.compile_ahead(params, self._global(scored))
-        self._predict.compile_ahead(params, self._global(self._inputs(decoded)), options=options)
+    def compile_score_ahead(self, params: Any, batch: Batch) -> None:
+        """Starts compiling `score`'s program for batches shaped as `batch` in the background;
+        `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
+        self._score.compile_ahead(params, self._global(batch))
+
+    def compile_predict_ahead(self, params: Any, batch: Batch, options: DecodingOptions) -> None:
+        """Starts compiling `predict`'s program for batches shaped as `batch` in the background;
+        `params` may be abstract."""
+        self._predict.compile_ahead(params, self._global(self._inputs(batch)), options=options)

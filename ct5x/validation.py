@@ -9,13 +9,15 @@ microbatch's rows at a time and decoded whole; each process works on its data sh
 compute the same metrics. The batches hold examples of about one input length (sorted once), each
 padded to its length bucket, so that a batch computes about what its longest example needs and
 its greedy or beam search ends as soon as its own rows have; the predictions go back to the
-split's order.
+split's order. When the run packs its training batches, the loss is scored on the whole split
+packed into rows (`ct5x.packing.pack_split`) if they compute less than the batches: the loss is a
+sum over examples, whichever rows hold them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ from ct5x.length_buckets import (
     used_lengths,
 )
 from ct5x.models import DecodingOptions
+from ct5x.packing import Batch, pack_split
 from ct5x.trainer import Trainer
 
 
@@ -46,7 +49,8 @@ class Validator:
 
     def __init__(self, task_name: str, feature_lengths: Mapping[str, int], eval_batch_size: int,
                  options: DecodingOptions, limit: int | None = None,
-                 buckets: LengthBuckets | None = None, scoring_rows: int | None = None):
+                 buckets: LengthBuckets | None = None, scoring_rows: int | None = None,
+                 row_cost: Callable[[int, int], float] | None = None):
         self.task = seqio.get_mixture_or_task(task_name)
         # A fixed seed: random preprocessors (span corruption) give every evaluation the same set.
         examples = data_pipeline.task_examples(task_name, "validation", feature_lengths, seed=0)
@@ -61,17 +65,18 @@ class Validator:
         self.scoring_rows = scoring_rows or eval_batch_size
         buckets = buckets or LengthBuckets.for_lengths(None, feature_lengths)
         features = data_pipeline.convert(examples, feature_lengths, pack=False)
-        # [(example indices, batch cut to its bucket pair, its scoring parts, real rows)], by
-        # input length; the parts are cut once, here, not at every evaluation.
+        self.target_tokens = int(np.sum(features["decoder_loss_weights"] > 0))
+        # [(example indices, batch cut to its bucket pair, real rows)], by input length, and the
+        # scoring parts (`scoring_rows` rows each): both cut once, here, not at every evaluation.
         self.batches = []
         for indices in length_sorted_batches(used_lengths(features["encoder_input_tokens"]),
                                              eval_batch_size):
             rows = {key: value[indices] for key, value in features.items()}
             size = batch_rows(len(indices), eval_batch_size, self.scoring_rows)
             (batch, real), = data_pipeline.pad_batches(rows, size)
-            batch = buckets.fit(batch).trim(batch)
-            parts = [part for part, _ in data_pipeline.pad_batches(batch, self.scoring_rows)]
-            self.batches.append((indices, batch, parts, real))
+            self.batches.append((indices, buckets.fit(batch).trim(batch), real))
+        self.scored = scoring_parts(features, [batch for _, batch, _ in self.batches], buckets,
+                                    self.scoring_rows, row_cost)
         self.vocabulary = self.task.output_features["targets"].vocabulary
 
     def _decode(self, tokens: np.ndarray) -> str:
@@ -93,16 +98,17 @@ class Validator:
     def compile_ahead(self, trainer: Trainer, params: Any) -> None:
         """Starts compiling the programs `run` calls (scoring and decoding, per batch shape) in
         the background; `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
-        for _, batch, parts, _ in self.batches:
-            trainer.compile_evaluation_ahead(params, parts[0], batch, self.options)
+        for part in self.scored:
+            trainer.compile_score_ahead(params, part)
+        for _, batch, _ in self.batches:
+            trainer.compile_predict_ahead(params, batch, self.options)
 
     def run(self, trainer: Trainer, params: Any) -> ValidationResult:
         """validation loss (mean negative log-likelihood per target token) and task metrics."""
-        log_likelihood, tokens, decoded = 0.0, 0, [""] * len(self.examples)
-        for indices, batch, parts, real in self.batches:
-            scores = np.concatenate([trainer.score(params, part) for part in parts])[:real]
-            log_likelihood += float(np.sum(scores))
-            tokens += int(np.sum(batch["decoder_loss_weights"][:real] > 0))
+        # Padding rows carry no loss weight: they add 0.
+        log_likelihood = sum(float(np.sum(trainer.score(params, part))) for part in self.scored)
+        decoded = [""] * len(self.examples)
+        for indices, batch, real in self.batches:
             predicted = trainer.predict(params, batch, self.options)[:real]
             for index, row in zip(indices, predicted):
                 decoded[index] = self._decode(row)
@@ -115,11 +121,32 @@ class Validator:
             predictions.append(postprocess(text, example=example, is_target=False))
             records.append({"id": _text(example.get("id", b"")), "target": _text(target_text),
                             "prediction": text})
-        metrics = {"loss": -log_likelihood / max(tokens, 1)}
+        metrics = {"loss": -log_likelihood / max(self.target_tokens, 1)}
         for metric_fn in self.task.predict_metric_fns:
             metrics.update({name: float(value)
                             for name, value in metric_fn(targets, predictions).items()})
         return ValidationResult(metrics, records)
+
+
+def scoring_parts(features: Batch, batches: list[Batch], buckets: LengthBuckets, rows: int,
+                  row_cost: Callable[[int, int], float] | None = None) -> list[Batch]:
+    """The parts of `rows` rows that the loss is scored on: the decoding batches' own, or, given
+    `row_cost` (a run that packs), the whole split's unpacked `features` packed
+    (`ct5x.packing.pack_split`) where those rows compute less. They need not: a split of mostly
+    long examples fills each row with one, at the longest example's length, where its batches of
+    short ones are cut to their own shorter bucket."""
+    parts = [part for batch in batches for part, _ in data_pipeline.pad_batches(batch, rows)]
+    if row_cost is None:
+        return parts
+    packed = [part for part, _ in data_pipeline.pad_batches(
+        pack_split(features, buckets, rows, row_cost), rows)]
+    return packed if _cost(packed, row_cost) < _cost(parts, row_cost) else parts
+
+
+def _cost(parts: list[Batch], row_cost: Callable[[int, int], float]) -> float:
+    return sum(len(part["encoder_input_tokens"]) * row_cost(part["encoder_input_tokens"].shape[1],
+                                                            part["decoder_target_tokens"].shape[1])
+               for part in parts)
 
 
 def _text(value: Any) -> str:

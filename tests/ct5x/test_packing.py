@@ -10,7 +10,7 @@ import pytest
 
 from ct5x import partitioning
 from ct5x.config import T5Config
-from ct5x.length_buckets import BucketPair
+from ct5x.length_buckets import BucketPair, LengthBuckets
 from ct5x.models import EncoderDecoderModel, LossOptions
 from ct5x.optimizers import OptimizerSettings, make_optimizer
 from ct5x.packing import (
@@ -18,6 +18,7 @@ from ct5x.packing import (
     cheapest_row,
     execution_length,
     first_fit,
+    pack_split,
     plan_row_counts,
     rounded_rows,
 )
@@ -134,7 +135,13 @@ def test_packed_rows_lay_out_each_example_with_its_own_positions_and_decoder_inp
     batch = _unpacked()
     packed = _packed(batch)
     assert len(packed["encoder_input_tokens"]) < len(batch["encoder_input_tokens"])
-    for example in range(8):
+    _assert_every_example_once(batch, packed)
+
+
+def _assert_every_example_once(batch: dict[str, np.ndarray], packed: dict[str, np.ndarray]):
+    """Each example of `batch` is in one row of `packed`, whole, with its own positions and
+    decoder inputs."""
+    for example in range(len(batch["encoder_input_tokens"])):
         for side, tokens in (("encoder", "encoder_input_tokens"),
                              ("decoder", "decoder_target_tokens")):
             where = packed[f"{side}_segment_ids"] == example + 1
@@ -148,6 +155,21 @@ def test_packed_rows_lay_out_each_example_with_its_own_positions_and_decoder_inp
         np.testing.assert_array_equal(packed["decoder_input_tokens"][where], own)
     np.testing.assert_array_equal(packed["decoder_loss_weights"],
                                   packed["decoder_target_tokens"] > 0)
+
+
+def test_a_split_packed_for_scoring_keeps_every_example_and_its_log_likelihood():
+    """`pack_split` lays a whole split into as few rows as a multiple of the scoring rows, and
+    the rows' scores sum to the unpacked rows' (the validation loss's numerator)."""
+    batch = _unpacked(examples=20, seed=3)
+    buckets = LengthBuckets.for_lengths((8, 16), {"inputs": 24, "targets": 16})
+    packed = pack_split(batch, buckets, 4, functools.partial(CONFIG.train_step_flops, 1))
+    rows = len(packed["encoder_input_tokens"])
+    assert rows % 4 == 0 and rows < 20
+    _assert_every_example_once(batch, packed)
+    model = EncoderDecoderModel(CONFIG)
+    params = model.init_params(jax.random.key(0))
+    np.testing.assert_allclose(float(np.sum(model.score_batch(params, packed))),
+                               float(np.sum(model.score_batch(params, batch))), rtol=1e-6)
 
 
 @functools.cache

@@ -198,7 +198,8 @@ Trainer.train = recording
 evaluated = {}
 def rows_of(method, name):
     def recorded(self, params, batch, *options):
-        evaluated[current].add((name, len(batch["encoder_input_tokens"])))
+        evaluated[current].add((name, len(batch["encoder_input_tokens"]),
+                                "encoder_segment_ids" in batch))
         return method(self, params, batch, *options)
     return recorded
 Trainer.score = rows_of(Trainer.score, "score")
@@ -224,7 +225,8 @@ def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_
     predictions and best checkpoint; `ct5x evaluate` predicts the same with and without buckets.
     The fixed run validates in batches of one microbatch (8 rows: 8, then 4 examples), the others
     at the default EVAL_BATCH_SIZE (32 rows: one batch of 12 examples cut to 16 rows, scored 8
-    rows at a time), with the same validation losses and predictions. The runs share one process
+    rows at a time; the packed run scores them packed into 8 rows), with the same validation
+    losses and predictions. The runs share one process
     with XLA's fast compilation (their programs are most of the time)."""
     macros = {"TRAIN_STEPS": 6, "EVAL_PERIOD": 3, "LOG_PERIOD": 1, "EVAL_EXAMPLES": 12,
               "TASK_FEATURE_LENGTHS": {"inputs": 80, "targets": 80}}
@@ -242,8 +244,10 @@ def test_length_buckets_and_packed_batches_repeat_the_fixed_shape_run(synthetic_
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["same_predictions"]
-    assert found["evaluated"]["fixed"] == [["predict", 8], ["score", 8]]
-    assert found["evaluated"]["bucketed"] == [["predict", 16], ["score", 8]]
+    assert found["evaluated"]["fixed"] == [["predict", 8, False], ["score", 8, False]]
+    assert found["evaluated"]["bucketed"] == [["predict", 16, False], ["score", 8, False]]
+    # Packing the training batches packs the validation's scoring rows too (12 examples in 8).
+    assert found["evaluated"]["packed"] == [["predict", 16, False], ["score", 8, True]]
     batch_rows = found["shapes"]["fixed"][0][0]
     assert found["shapes"]["fixed"] == [[batch_rows, 80, 80]]
     assert len(found["shapes"]["bucketed"]) > 1
