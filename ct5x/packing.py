@@ -20,7 +20,8 @@ needs: a side much shorter than the other fills its rows first (NCBI-disease at 
 outgrow its feature length. Each row count compiles its own training program, so a run then plans
 its counts (`plan_row_counts`, from every step's need: the stream is a function of the step),
 trading rows built against programs compiled (PACKING_PROGRAM_COST), and groups steps into
-executions that build few rows (`execution_length`).
+executions that build few rows (`execution_length`). The validation loss, a sum over a whole
+split, is scored on the split packed the same way (`pack_split`).
 """
 
 from __future__ import annotations
