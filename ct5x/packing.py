@@ -97,13 +97,15 @@ def pack_split(features: Mapping[str, np.ndarray], buckets: LengthBuckets, multi
                row_cost: Callable[[int, int], float]) -> Batch:
     """A whole split's unpacked rows packed into the cheapest rows (`cheapest_row`, the split as
     one step), as many as a multiple of `multiple`: for teacher-forced scoring, where what
-    counts is the sum over the examples, so rows need not keep one step's examples apart."""
+    counts is the sum over the examples, so rows need not keep one step's examples apart. The
+    rows stay within the feature lengths, so that a call of `multiple` rows holds no larger
+    logits than the unpacked rows it was sized for."""
     inputs = used_lengths(features["encoder_input_tokens"])
     targets = used_lengths(features["decoder_target_tokens"])
     rows = -(-len(inputs) // multiple) * multiple
     smallest = buckets.pair(int(np.max(inputs)), int(np.max(targets)))
-    row = cheapest_row([(inputs, targets)], row_candidates(buckets, smallest), row_cost, rows,
-                       multiple)
+    candidates = [pair for pair in row_candidates(buckets, smallest) if buckets.full.holds(pair)]
+    row = cheapest_row([(inputs, targets)], candidates, row_cost, rows, multiple)
     packer = BatchPacker(row, rows, multiple)
     return packer.pack(features, *packer.plan(features))
 

@@ -158,13 +158,19 @@ def _assert_every_example_once(batch: dict[str, np.ndarray], packed: dict[str, n
 
 
 def test_a_split_packed_for_scoring_keeps_every_example_and_its_log_likelihood():
-    """`pack_split` lays a whole split into as few rows as a multiple of the scoring rows, and
-    the rows' scores sum to the unpacked rows' (the validation loss's numerator)."""
-    batch = _unpacked(examples=20, seed=3)
-    buckets = LengthBuckets.for_lengths((8, 16), {"inputs": 24, "targets": 16})
+    """`pack_split` lays a whole split into as few rows as a multiple of the scoring rows, within
+    the feature lengths, and the rows' scores sum to the unpacked rows' (the validation loss's
+    numerator)."""
+    batch = _unpacked(examples=20, seed=1)  # cut to at most 12 input and 8 target tokens:
+    batch["encoder_input_tokens"] *= np.arange(24) < 12
+    for key in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights"):
+        batch[key] *= np.arange(16) < 8
+    buckets = LengthBuckets.for_lengths((16,), {"inputs": 24, "targets": 16})
     packed = pack_split(batch, buckets, 4, functools.partial(CONFIG.train_step_flops, 1))
     rows = len(packed["encoder_input_tokens"])
     assert rows % 4 == 0 and rows < 20
+    # Rows of 24 + 24 would cost less (8 rows), but the targets' feature length is 16.
+    assert packed["decoder_target_tokens"].shape[1] == 16
     _assert_every_example_once(batch, packed)
     model = EncoderDecoderModel(CONFIG)
     params = model.init_params(jax.random.key(0))
