@@ -114,6 +114,8 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
 
 
 def batch_rows(examples: int, batch_size: int, multiple: int) -> int:
-    """Rows of a batch holding `examples`: `batch_size`, or for a last, shorter batch the fewest
-    multiples of `multiple` that hold them (each padding row costs a real row's decoding)."""
+    """Rows of a batch holding `examples` (or packed rows): the fewest multiples of `multiple` (the
+    data-parallel devices, or the scoring rows) that hold them, at most `batch_size` (which
+    `multiple` divides). A split's last, shorter batch gets no more padding rows than that: each
+    costs a real row's decoding."""
     return min(batch_size, -(-examples // multiple) * multiple)

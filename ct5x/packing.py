@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ct5x.length_buckets import BucketPair, LengthBuckets, used_lengths
+from ct5x.length_buckets import BucketPair, LengthBuckets, batch_rows, used_lengths
 
 Batch = dict[str, np.ndarray]
 # What one more execution costs on XLA:CPU, in rows built: each execution maps and first-touches
@@ -63,12 +63,6 @@ def first_fit(input_lengths: np.ndarray, target_lengths: np.ndarray, row: Bucket
     return rows
 
 
-def rounded_rows(needed: int, batch_size: int, multiple: int) -> int:
-    """`needed` rows rounded up to a multiple of the data-parallel devices, at most `batch_size`
-    (which the unpacked batch has, and which `multiple` divides)."""
-    return min(-(-needed // multiple) * multiple, batch_size)
-
-
 def cheapest_row(step_lengths: Sequence[tuple[np.ndarray, np.ndarray]],
                  candidates: Sequence[BucketPair], row_cost: Callable[[int, int], float],
                  batch_size: int, multiple: int = 1) -> BucketPair:
@@ -77,7 +71,7 @@ def cheapest_row(step_lengths: Sequence[tuple[np.ndarray, np.ndarray]],
     rounds them, at `row_cost(inputs, targets)` a row. The first of equally cheap candidates
     wins."""
     def cost(row: BucketPair) -> float:
-        rows = sum(rounded_rows(len(first_fit(inputs, targets, row)), batch_size, multiple)
+        rows = sum(batch_rows(len(first_fit(inputs, targets, row)), batch_size, multiple)
                    for inputs, targets in step_lengths)
         return rows * row_cost(row.inputs, row.targets)
 
@@ -184,13 +178,13 @@ class BatchPacker:
         """The rows first fit needs for a batch of examples of these lengths, rounded up to the
         device multiple."""
         members = first_fit(input_lengths, target_lengths, self.row)
-        return rounded_rows(len(members), self.batch_size, self.multiple)
+        return batch_rows(len(members), self.batch_size, self.multiple)
 
     def plan(self, batch: Mapping[str, np.ndarray]) -> tuple[list[list[int]], int]:
         """(example indices per row, the number of rows to build: the smallest planned count that
         holds them) for an unpacked batch."""
         members = self._members(batch)
-        needed = rounded_rows(len(members), self.batch_size, self.multiple)
+        needed = batch_rows(len(members), self.batch_size, self.multiple)
         return members, next((count for count in self.counts if count >= needed), needed)
 
     def _members(self, batch: Mapping[str, np.ndarray]) -> list[list[int]]:

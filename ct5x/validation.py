@@ -98,7 +98,10 @@ class Validator:
     def compile_ahead(self, trainer: Trainer, params: Any) -> None:
         """Starts compiling the programs `run` calls (scoring and decoding, per batch shape) in
         the background; `params` may be abstract (`ct5x.compile_ahead.abstract`)."""
-        for part in self.scored:
+        # One placement per program: the scoring parts share a few shapes.
+        shapes = {tuple((key, value.shape) for key, value in part.items()): part
+                  for part in self.scored}
+        for part in shapes.values():
             trainer.compile_score_ahead(params, part)
         for _, batch, _ in self.batches:
             trainer.compile_predict_ahead(params, batch, self.options)
