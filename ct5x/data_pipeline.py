@@ -33,6 +33,7 @@ import tensorflow as tf
 from ct5x.errors import UserInputError
 from ct5x.length_buckets import BucketPair, LengthBuckets, used_lengths
 from ct5x.packing import (
+    Batch,
     BatchPacker,
     cheapest_row,
     execution_length,
@@ -42,8 +43,6 @@ from ct5x.packing import (
 
 # The packed rows' length pair is chosen on at most this many of a run's steps (`plan_packing`).
 ROW_CHOICE_STEPS = 256
-
-Batch = dict[str, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)

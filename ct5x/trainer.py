@@ -27,10 +27,10 @@ import optax
 from ct5x import optimizers
 from ct5x.errors import UserInputError
 from ct5x.models import DecodingOptions, EncoderDecoderModel
+from ct5x.packing import Batch
 from ct5x.partitioning import DataLayout, Partitioner
 from ct5x.train_state import TrainState
 
-Batch = dict[str, np.ndarray]
 # What every training step reports: float32 scalars.
 STEP_METRICS = ("loss", "weight_sum", "grad_norm")
 
