@@ -72,8 +72,8 @@ def cheapest_row(step_lengths: Sequence[tuple[np.ndarray, np.ndarray]],
     rounds them, at `row_cost(inputs, targets)` a row. The first of equally cheap candidates
     wins."""
     def cost(row: BucketPair) -> float:
-        rows = sum(batch_rows(len(first_fit(inputs, targets, row)), batch_size, multiple)
-                   for inputs, targets in step_lengths)
+        packer = BatchPacker(row, batch_size, multiple)
+        rows = sum(packer.needed_rows(inputs, targets) for inputs, targets in step_lengths)
         return rows * row_cost(row.inputs, row.targets)
 
     return min(candidates, key=cost)

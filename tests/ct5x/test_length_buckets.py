@@ -68,3 +68,9 @@ def test_a_short_last_batch_gets_the_fewest_multiples_that_hold_it():
     assert batch_rows(1, 64, 16) == 16
     assert batch_rows(60, 64, 16) == 64
     assert batch_rows(5, 6, 4) == 6  # never more than the batch size
+
+
+@pytest.mark.parametrize("needed, batch, multiple, expected", [
+    (1, 16, 1, 1), (5, 16, 1, 5), (7, 16, 4, 8), (9, 16, 8, 16), (16, 16, 1, 16), (15, 16, 2, 16)])
+def test_rows_are_rounded_up_to_a_multiple_of_the_devices(needed, batch, multiple, expected):
+    assert batch_rows(needed, batch, multiple) == expected

@@ -10,7 +10,7 @@ import pytest
 
 from ct5x import partitioning
 from ct5x.config import T5Config
-from ct5x.length_buckets import BucketPair, LengthBuckets, batch_rows
+from ct5x.length_buckets import BucketPair, LengthBuckets
 from ct5x.models import EncoderDecoderModel, LossOptions
 from ct5x.optimizers import OptimizerSettings, make_optimizer
 from ct5x.packing import (
@@ -58,12 +58,6 @@ def test_rows_hold_every_example_once_within_the_row_lengths():
     assert all(sum(inputs[row]) <= 24 and sum(targets[row]) <= 16 for row in rows)
     # First fit, longest first, never needs more than twice the rows the tokens need.
     assert len(rows) <= 2 * max(-(-inputs.sum() // 24), -(-targets.sum() // 16))
-
-
-@pytest.mark.parametrize("needed, batch, multiple, expected", [
-    (1, 16, 1, 1), (5, 16, 1, 5), (7, 16, 4, 8), (9, 16, 8, 16), (16, 16, 1, 16), (15, 16, 2, 16)])
-def test_rows_are_rounded_up_to_a_multiple_of_the_devices(needed, batch, multiple, expected):
-    assert batch_rows(needed, batch, multiple) == expected
 
 
 def test_the_cheapest_row_pair_wins_and_ties_go_to_the_first():
